@@ -7,6 +7,7 @@ gets a generic_nack carrying the decoder's status and the stream carries on.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import structlog
@@ -46,10 +47,8 @@ class SmppFramedProtocol(Protocol):
     def connectionMade(self) -> None:  # noqa: N802 (Twisted API)
         set_nodelay = getattr(self.transport, "setTcpNoDelay", None)
         if set_nodelay is not None:
-            try:
+            with contextlib.suppress(OSError):
                 set_nodelay(True)
-            except OSError:
-                pass
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 (Twisted API)
         buf = self._buffer

@@ -1,0 +1,57 @@
+"""``smpp-bridge`` command line: the daemon and the operator tools."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bridge.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="smpp-bridge",
+        description="SMPP 3.4 carrier bridge: intake API, durable store, carrier binds, receipts, reports.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("--config", type=Path, default=None,
+                     help=f"TOML config (default: {DEFAULT_CONFIG_PATH.relative_to(DEFAULT_CONFIG_PATH.parents[1])})")
+    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("--config", type=Path, default=None)
+    try:
+        from bridge.tools_cli import add_tool_commands
+    except ImportError:
+        pass
+    else:
+        add_tool_commands(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"smpp-bridge: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "check-config":
+        print(f"{config.path}: ok ({len(config.carriers)} carriers, {len(config.apps)} apps, "
+              f"{len(config.channels)} channels, {len(config.templates)} templates)")
+        return 0
+    if args.command == "run":
+        from bridge.daemon import run_daemon
+        return run_daemon(config)
+    return args.handler(config, args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""structlog setup and the redaction processor.
+
+Message content and phone numbers are personal data (PLATFORM_RULES "Records"): by
+default every log event has them masked before rendering. Only an explicit
+``redact = false`` in the config turns that off, for debugging.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+__all__ = ["BODY_KEYS", "NUMBER_KEYS", "Redactor", "configure_logging", "mask_number"]
+
+NUMBER_KEYS = frozenset({
+    "to", "from", "number", "recipient", "destination_addr", "source_addr", "msisdn", "origin_to",
+})
+BODY_KEYS = frozenset({"body", "text", "short_message", "message_payload", "content", "params"})
+SECRET_KEYS = frozenset({"password", "token", "authorization", "operator_token"})
+_NUMBER_RE = re.compile(r"(?<![\w:])(\+?)(\d{7,21})(?!\w)")
+
+
+def mask_number(number: str) -> str:
+    """Keep the country code and the last 4 digits: ``+8613812345678`` -> ``+86*******5678``."""
+    if not isinstance(number, str):
+        return number
+    return _NUMBER_RE.sub(_mask_match, number)
+
+
+def _mask_match(m: re.Match[str]) -> str:
+    plus, digits = m.group(1), m.group(2)
+    if plus:
+        cc_len = 1 if digits[0] in "17" else 2
+    elif digits.startswith("86") and len(digits) == 13:
+        cc_len = 2
+    else:
+        cc_len = 0
+    keep_tail = 4
+    hidden = len(digits) - cc_len - keep_tail
+    if hidden <= 0:
+        return m.group(0)
+    return f"{plus}{digits[:cc_len]}{'*' * hidden}{digits[-keep_tail:]}"
+
+
+class Redactor:
+    """structlog processor masking numbers, bodies and secrets in every event."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+
+    def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        for key, value in event.items():
+            if key in SECRET_KEYS:
+                event[key] = "***"
+            elif not self.enabled or key == "event":
+                continue
+            elif key in BODY_KEYS:
+                event[key] = f"<redacted {len(value) if hasattr(value, '__len__') else '?'}>"
+            elif isinstance(value, str):
+                event[key] = mask_number(value)
+            elif key in NUMBER_KEYS and isinstance(value, list | tuple):
+                event[key] = [mask_number(str(v)) for v in value]
+        return event
+
+
+def configure_logging(level: str = "info", fmt: str | None = None, redact: bool = True,
+                      stream: Any = None) -> None:
+    """Configure structlog once, in the entry point. ``fmt`` None: console on a TTY, else JSON."""
+    stream = stream or sys.stderr
+    if fmt is None:
+        fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
+    renderer: Any = (structlog.dev.ConsoleRenderer(colors=False) if fmt == "console"
+                     else structlog.processors.JSONRenderer(ensure_ascii=False))
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            Redactor(redact),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=True,
+    )
