@@ -34,7 +34,8 @@ def _trimmable(char: str) -> bool:
 
 def normalize_reply(text: str) -> str:
     """The reply as compared with keywords: NFKC, case-folded, ends trimmed."""
-    folded = unicodedata.normalize("NFKC", text).casefold()
+    # NFKC again after casefold: case folding can leave text that NFKC would still change.
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
     start, end = 0, len(folded)
     while start < end and _trimmable(folded[start]):
         start += 1
