@@ -80,7 +80,7 @@ class TestSegmentProperties:
     @SETTINGS
     @given(texts, st.booleans(), modes)
     def test_count_is_rule_or_wire_count(self, text, mainland, concat):
-        """The billed count is the platform rule for BMP UCS-2, and always the wire count."""
+        """The count is the platform rule unless a pair straddles a boundary, and always the wire count."""
         message = encode(text, mainland, concat)
         count = count_segments(text, mainland=mainland, concat=concat)
         assert message.billed_count == len(message.segments) == count
@@ -89,6 +89,8 @@ class TestSegmentProperties:
         bmp = all(ord(char) <= 0xFFFF for char in text)
         if message.encoding == "ucs2" and bmp:
             assert message.units == len(text)
+            assert count == rule
+        if message.encoding == "gsm7" and all(len(ENCODE[char]) == 1 for char in text):
             assert count == rule
         assert count >= rule
         # Wire count: every part but the last is full, up to one indivisible piece.
