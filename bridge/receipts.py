@@ -98,6 +98,7 @@ _LABEL_KEYS = {
 _NON_DIGITS = re.compile(r"\D+")
 _FAMILY = re.compile(r"([A-Z]{2}):")
 _TOKEN_TRIM = ",;|&\"'"
+_BLANKS = "\x00 \t\r\n"
 _DATE_FORMATS = {10: ("%y%m%d%H%M",), 12: ("%y%m%d%H%M%S", "%Y%m%d%H%M"), 14: ("%Y%m%d%H%M%S",)}
 
 
@@ -385,8 +386,12 @@ def _parse_text(fields: Mapping[str, object]) -> tuple[_TextFields, str, str]:
     """Parse short_message, else message_payload: (fields, "text"|"tolerant", raw text)."""
     data_coding = fields.get("data_coding")
     fallback: tuple[_TextFields, str, str] = (_TextFields(), "tolerant", "")
-    for name in ("short_message", "message_payload"):
-        raw = _decode(fields.get(name), data_coding)
+    candidates = (
+        raw
+        for name in ("short_message", "message_payload")
+        for raw in _decodings(fields.get(name), data_coding)
+    )
+    for raw in candidates:
         if not raw:
             continue
         strict = _STRICT.fullmatch(raw)
@@ -449,18 +454,22 @@ def _date(value: str) -> str:
     return _first_token(value, 14)
 
 
-def _decode(value: object, data_coding: object) -> str:
+def _decodings(value: object, data_coding: object) -> tuple[str, ...]:
+    """Readings of a text field to try in turn.
+
+    Receipt text is ASCII, but many SMSCs copy the original message's data_coding
+    (UCS-2 for every mainland message) into the receipt, so UCS-2 is tried first and
+    Latin-1 after it.
+    """
     if isinstance(value, str):
-        text = value
-    elif isinstance(value, bytes | bytearray | memoryview):
-        data = bytes(value)
-        if data_coding == _DATA_CODING_UCS2 and len(data) % 2 == 0:
-            text = data.decode("utf-16-be", "replace")
-        else:
-            text = data.decode("latin-1")
-    else:
-        return ""
-    return text.strip("\x00 \t\r\n")
+        return (value.strip(_BLANKS),)
+    if not isinstance(value, bytes | bytearray | memoryview):
+        return ()
+    data = bytes(value)
+    latin = data.decode("latin-1").strip(_BLANKS)
+    if data_coding == _DATA_CODING_UCS2 and len(data) % 2 == 0:
+        return (data.decode("utf-16-be", "replace").strip(_BLANKS), latin)
+    return (latin,)
 
 
 def _as_text(value: object) -> str:
@@ -472,7 +481,7 @@ def _as_text(value: object) -> str:
 
 
 def _clean_id(value: str) -> str:
-    return value.strip("\x00 \t\r\n")[:_MAX_ID]
+    return value.strip(_BLANKS)[:_MAX_ID]
 
 
 def _network_error(value: object) -> str:

@@ -158,6 +158,11 @@ SHAPES = [
         ("66", "DELIVRD", "000", None, "", "", "", "tolerant"),
     ),
     (
+        "UCS-2 data_coding copied from the message, ASCII receipt text",
+        {"data_coding": 8, "short_message": b"id:67 stat:DELIVRD err:000"},
+        ("67", "DELIVRD", "000", None, "", "", "", "tolerant"),
+    ),
+    (
         "separators between fields",
         {"short_message": b"id:70;stat:DELIVRD;err:000"},
         ("70", "DELIVRD", "000", None, "", "", "", "tolerant"),
