@@ -53,10 +53,11 @@ def _query_int(request: Request, name: str, default: int) -> int:
     values = request.args.get(name.encode())
     if not values:
         return default
+    text = values[0].decode("utf-8", "replace")
     try:
-        value = int(values[0])
+        value = int(text)
     except ValueError:
-        raise _HttpError(400, f"{name}: expected a non-negative integer, got {values[0]!r}") from None
+        raise _HttpError(400, f"{name}: expected a non-negative integer, got {text!r}") from None
     if value < 0:
         raise _HttpError(400, f"{name}: expected a non-negative integer, got {value}")
     return value
