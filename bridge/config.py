@@ -35,6 +35,7 @@ __all__ = [
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "default.toml"
 BIND_TYPES = ("transmitter", "receiver", "transceiver")
 MESSAGE_CLASSES = ("otp", "notification", "marketing")
+DEFAULT_UNSUBSCRIBE_KEYWORDS = ("T", "R", "TD", "N", "0000", "退订", "退訂")
 
 
 class ConfigError(ValueError):
@@ -77,7 +78,7 @@ class RulesConfig:
     quiet_end_min: int = 8 * 60
     utc_offset_hours: float = 8.0
     exempt_numbers: frozenset[str] = frozenset()
-    unsubscribe_keywords: tuple[str, ...] = ("T", "R", "TD", "N", "0000", "退订")
+    unsubscribe_keywords: tuple[str, ...] = DEFAULT_UNSUBSCRIBE_KEYWORDS
     mo_reassembly_ttl_s: float = 600.0
 
 
@@ -284,7 +285,7 @@ def load_config(path: Path | str | None = None, *, profiles_path: Path | None = 
         utc_offset_hours=rd.num(r, "rules.utc_offset_hours", "utc_offset_hours", 8.0, -12.0),
         exempt_numbers=frozenset(rd.strings(r, "rules.exempt_numbers", "exempt_numbers")),
         unsubscribe_keywords=rd.strings(r, "rules.unsubscribe_keywords", "unsubscribe_keywords")
-        or RulesConfig.unsubscribe_keywords,
+        or DEFAULT_UNSUBSCRIBE_KEYWORDS,
         mo_reassembly_ttl_s=rd.num(r, "rules.mo_reassembly_ttl_s", "mo_reassembly_ttl_s", 600.0, 0.001),
     )
     cb = rd.table(raw, "callbacks", "callbacks")

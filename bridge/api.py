@@ -1,0 +1,329 @@
+"""The bridge's HTTP API (contract in DESIGN.md), on twisted.web.
+
+An accepted ``POST /v1/sms`` is answered only after every recipient's message is
+committed. Request bodies over the configured size are refused from their
+``Content-Length`` before any of the body is buffered or parsed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import json
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from twisted.web import server
+from twisted.web.resource import Resource
+
+from bridge.config import AppConfig, BridgeConfig
+from bridge.finaliser import Finaliser, iso_time
+from bridge.intake import IntakeError, IntakeService
+from bridge.numbers import InvalidNumberError, normalise_number
+from bridge.store import Store
+
+__all__ = ["ApiState", "BoundedRequest", "build_site"]
+
+log = structlog.get_logger("api")
+
+
+@dataclasses.dataclass
+class ApiState:
+    """What the API reads from the running daemon; filled in by the daemon."""
+
+    accepting: bool = True
+    binds: Callable[[], list[Any]] = list
+    metrics: Callable[[], bytes] = lambda: b""
+    health: Callable[[], dict[str, Any]] = dict
+    after_accept: Callable[[], None] = lambda: None
+    after_blacklist_change: Callable[[], None] = lambda: None
+    openapi: Callable[[], dict[str, Any]] = dict
+
+
+class BoundedRequest(server.Request):
+    """Refuses oversized bodies on their declared length, before buffering them."""
+
+    max_body_bytes = 1_048_576
+
+    def gotLength(self, length: int | None) -> None:  # noqa: N802 (Twisted API)
+        self.too_large = length is not None and length > self.max_body_bytes
+        if self.too_large:
+            super().gotLength(0)
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:  # noqa: N802 (Twisted API)
+        if getattr(self, "too_large", False):
+            return
+        if self.content.tell() + len(data) > self.max_body_bytes:
+            self.too_large = True
+            return
+        super().handleContentChunk(data)
+
+
+def _json(request: server.Request, status: int, body: Any) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json; charset=utf-8")
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _error(request: server.Request, status: int, code: str, description: str) -> bytes:
+    return _json(request, status, {"code": code, "description": description})
+
+
+class _Auth:
+    """Bearer tokens: one per application, one for the operator; compared in constant time."""
+
+    def __init__(self, config: BridgeConfig) -> None:
+        self._apps = [(app.token.encode(), app) for app in config.apps.values()]
+        self._operator = config.api.operator_token.encode()
+
+    def _token(self, request: server.Request) -> bytes | None:
+        header = request.getHeader(b"authorization")
+        if isinstance(header, str):
+            header = header.encode("latin-1", "replace")
+        if not header or header[:7].lower() != b"bearer ":
+            return None
+        return header[7:].strip()
+
+    def app(self, request: server.Request) -> AppConfig | None:
+        token = self._token(request)
+        found = None
+        if token is None:
+            return None
+        for app_token, app in self._apps:
+            if hmac.compare_digest(token, app_token):
+                found = app
+        return found
+
+    def operator(self, request: server.Request) -> bool:
+        token = self._token(request)
+        return bool(token and self._operator and hmac.compare_digest(token, self._operator))
+
+
+class _Base(Resource):
+    isLeaf = True
+
+    def __init__(self, ctx: _Context) -> None:
+        super().__init__()
+        self.ctx = ctx
+
+    def unauthorised(self, request: server.Request) -> bytes:
+        request.setHeader(b"www-authenticate", b'Bearer realm="smpp-bridge"')
+        return _error(request, 401, "E000101", "missing or invalid bearer token")
+
+
+@dataclasses.dataclass
+class _Context:
+    config: BridgeConfig
+    store: Store
+    intake: IntakeService
+    finaliser: Finaliser
+    state: ApiState
+    auth: _Auth
+
+
+class SmsResource(_Base):
+    def render_POST(self, request: server.Request) -> bytes | int:  # noqa: N802 (Twisted API)
+        ctx = self.ctx
+        if not ctx.state.accepting:
+            return _error(request, 503, "E000503", "shutting down: not accepting messages")
+        app = ctx.auth.app(request)
+        if app is None:
+            return self.unauthorised(request)
+        if getattr(request, "too_large", False):
+            return _error(request, 413, "E200017", f"body: larger than {ctx.config.api.max_body_bytes} bytes")
+        try:
+            body = ctx.intake.parse_body(request.content.read())
+            accepted = ctx.intake.accept(app, body)
+        except IntakeError as exc:
+            return _error(request, 400, exc.code, exc.description)
+        ctx.store.insert_messages(accepted.messages)
+        for message_id, verdict in accepted.finals:
+            ctx.finaliser.message_final(message_id, verdict.status, verdict.org_code, 0)
+        answer = {"code": "000000", "description": "Success", "result": [r.as_json() for r in accepted.rows]}
+
+        def committed(_: object) -> None:
+            if not request.finished and not request._disconnected:
+                request.write(_json(request, 200, answer))
+                request.finish()
+            ctx.state.after_accept()
+
+        def failed(failure: Any) -> None:
+            log.error("intake.commit_failed", error=str(failure.value))
+            if not request.finished and not request._disconnected:
+                request.write(_error(request, 503, "E000510", "store unavailable: request not accepted"))
+                request.finish()
+
+        ctx.store.durable().addCallbacks(committed, failed)
+        return server.NOT_DONE_YET
+
+    def render_GET(self, request: server.Request) -> bytes:  # noqa: N802 (Twisted API)
+        ctx = self.ctx
+        app = ctx.auth.app(request)
+        if app is None and not ctx.auth.operator(request):
+            return self.unauthorised(request)
+        parts = [p for p in request.postpath if p]
+        if len(parts) != 1:
+            return _error(request, 404, "E200404", "expected /v1/sms/{smsMsgId}")
+        message_id = parts[0].decode("utf-8", "replace")
+        msg = ctx.store.get_message(message_id)
+        if msg is None or (app is not None and msg.app_id != app.id):
+            return _error(request, 404, "E200404", f"smsMsgId {message_id!r}: no such message")
+        segments = [{
+            "sequence": s.seq, "state": s.state, "status": s.status, "orgCode": s.org_code,
+            "carrierMessageId": s.raw_msg_id, "submitStatus": s.submit_status,
+            "submitTime": iso_time(s.submitted_at) if s.submitted_at else None,
+            "receiptTime": iso_time(s.done_at) if s.done_at else None,
+            "possibleDuplicate": s.possible_duplicate,
+        } for s in ctx.store.segment_details(message_id)]
+        report = ctx.store.report_payload(message_id)
+        return _json(request, 200, {
+            "smsMsgId": msg.id, "from": msg.channel, "to": msg.recipient, "carrier": msg.carrier,
+            "class": msg.klass, "state": msg.state, "status": msg.status, "orgCode": msg.org_code,
+            "total": msg.total, "createTime": iso_time(msg.created_at),
+            "finalTime": iso_time(msg.final_at) if msg.final_at else None,
+            "reported": msg.reported, "extend": msg.extend, "segments": segments,
+            "report": json.loads(report[1]) if report else None,
+        })
+
+
+class BindsResource(_Base):
+    def render_GET(self, request: server.Request) -> bytes:  # noqa: N802 (Twisted API)
+        if not self.ctx.auth.operator(request) and self.ctx.auth.app(request) is None:
+            return self.unauthorised(request)
+        return _json(request, 200, {"binds": [dataclasses.asdict(b) for b in self.ctx.state.binds()]})
+
+
+class TemplatesResource(_Base):
+    def render_GET(self, request: server.Request) -> bytes:  # noqa: N802 (Twisted API)
+        if not self.ctx.auth.operator(request) and self.ctx.auth.app(request) is None:
+            return self.unauthorised(request)
+        cfg = self.ctx.config
+        return _json(request, 200, {
+            "templates": [{"templateId": t.id, "text": t.text, "class": t.klass} for t in cfg.templates.values()],
+            "channels": [{"from": c.number, "signature": c.signature, "app": c.app} for c in cfg.channels.values()],
+        })
+
+
+class AppsResource(_Base):
+    def render_GET(self, request: server.Request) -> bytes:  # noqa: N802 (Twisted API)
+        if not self.ctx.auth.operator(request):
+            return self.unauthorised(request)
+        cfg = self.ctx.config
+        return _json(request, 200, {"apps": [
+            {"id": a.id, "uplinkUrl": a.uplink_url,
+             "channels": [c.number for c in cfg.channels.values() if c.app == a.id]}
+            for a in cfg.apps.values()]})
+
+
+class BlacklistResource(_Base):
+    def _target(self, request: server.Request) -> tuple[str, str] | None:
+        parts = [p.decode("utf-8", "replace") for p in request.postpath if p]
+        if len(parts) != 2:
+            return None
+        channel, raw = parts
+        try:
+            return channel, normalise_number(raw)
+        except InvalidNumberError:
+            return channel, raw
+
+    def render_GET(self, request: server.Request) -> bytes:  # noqa: N802 (Twisted API)
+        if not self.ctx.auth.operator(request):
+            return self.unauthorised(request)
+        store = self.ctx.store
+        if not [p for p in request.postpath if p]:
+            channel = (request.args.get(b"channel") or [b""])[0].decode("utf-8", "replace") or None
+            rows = store.list_blacklist(channel)
+            return _json(request, 200, {"entries": [_bl_row(r) for r in rows], "count": len(rows)})
+        target = self._target(request)
+        if target is None:
+            return _error(request, 404, "E200404", "expected /v1/blacklist/{channel_no}/{number}")
+        row = store.get_blacklist(*target)
+        if row is None:
+            return _error(request, 404, "E200404", "not on the blacklist")
+        return _json(request, 200, _bl_row(row))
+
+    def render_DELETE(self, request: server.Request) -> bytes | int:  # noqa: N802 (Twisted API)
+        if not self.ctx.auth.operator(request):
+            return self.unauthorised(request)
+        target = self._target(request)
+        if target is None:
+            return _error(request, 404, "E200404", "expected /v1/blacklist/{channel_no}/{number}")
+        if not self.ctx.store.remove_blacklist(*target):
+            return _error(request, 404, "E200404", "not on the blacklist")
+        log.info("blacklist.removed_by_operator", channel=target[0], number=target[1])
+        answer = {"code": "000000", "description": "removed", "channel": target[0], "number": target[1]}
+
+        def done(_: object) -> None:
+            if not request.finished and not request._disconnected:
+                request.write(_json(request, 200, answer))
+                request.finish()
+            self.ctx.state.after_blacklist_change()
+
+        self.ctx.store.durable().addCallback(done)
+        return server.NOT_DONE_YET
+
+
+def _bl_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {"channel": row["channel"], "number": row["number"], "createTime": iso_time(row["created_at"]),
+            "moId": row["mo_id"]}
+
+
+class HealthResource(_Base):
+    def render_GET(self, request: server.Request) -> bytes:  # noqa: N802 (Twisted API)
+        body = {"status": "ok" if self.ctx.state.accepting else "stopping", **self.ctx.state.health()}
+        return _json(request, 200 if self.ctx.state.accepting else 503, body)
+
+
+class MetricsResource(_Base):
+    def render_GET(self, request: server.Request) -> bytes:  # noqa: N802 (Twisted API)
+        request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
+        return self.ctx.state.metrics()
+
+
+class OpenApiResource(_Base):
+    def render_GET(self, request: server.Request) -> bytes:  # noqa: N802 (Twisted API)
+        return _json(request, 200, self.ctx.state.openapi())
+
+
+class _NotFound(Resource):
+    isLeaf = True
+
+    def render(self, request: server.Request) -> bytes:
+        return _error(request, 404, "E200404", f"no such endpoint: {request.path.decode('utf-8', 'replace')}")
+
+
+class _Root(Resource):
+    def getChild(self, path: bytes, request: server.Request) -> Resource:  # noqa: N802 (Twisted API)
+        return _NotFound()
+
+
+class _Dir(Resource):
+    def getChild(self, path: bytes, request: server.Request) -> Resource:  # noqa: N802 (Twisted API)
+        return _NotFound()
+
+
+def build_site(config: BridgeConfig, store: Store, intake: IntakeService, finaliser: Finaliser,
+               state: ApiState) -> server.Site:
+    ctx = _Context(config, store, intake, finaliser, state, _Auth(config))
+    root = _Root()
+    v1 = _Dir()
+    root.putChild(b"v1", v1)
+    v1.putChild(b"sms", SmsResource(ctx))
+    v1.putChild(b"binds", BindsResource(ctx))
+    v1.putChild(b"templates", TemplatesResource(ctx))
+    v1.putChild(b"apps", AppsResource(ctx))
+    v1.putChild(b"blacklist", BlacklistResource(ctx))
+    root.putChild(b"healthz", HealthResource(ctx))
+    root.putChild(b"metrics", MetricsResource(ctx))
+    root.putChild(b"openapi.json", OpenApiResource(ctx))
+    site = server.Site(root)
+    bounded = type("Request", (BoundedRequest,), {"max_body_bytes": config.api.max_body_bytes})
+    site.requestFactory = bounded
+    site.displayTracebacks = False
+    site.noisy = False
+    site.log = lambda request: None  # per-request access logs cost more than the request
+    return site
+

@@ -1,0 +1,171 @@
+"""Moves queued segments from the store to the carrier links and records what came back.
+
+The queue lives in SQLite; each link holds only a few windows' worth in memory, so a
+million queued messages cost disk, not RAM. The feeder reads only committed rows (it
+runs after a commit), so nothing goes on the wire that a crash could un-accept.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+import structlog
+from twisted.internet.defer import Deferred
+
+from bridge.finaliser import Finaliser
+from bridge.models import SegmentRecord
+from bridge.smpp.types import BindStatus, OutboundSegment, StopReport, SubmitOutcome
+from bridge.store import Store
+from carriers.profiles import CarrierProfile, canonical_message_id
+
+__all__ = ["Dispatcher", "LinkLike", "smpp_failure_status"]
+
+log = structlog.get_logger("dispatcher")
+
+
+class LinkLike(Protocol):
+    def enqueue(self, segments: Iterable[OutboundSegment]) -> None: ...
+    def room(self) -> int: ...
+    def snapshot(self) -> list[BindStatus]: ...
+    def start(self) -> None: ...
+    def stop(self, drain_timeout_s: float) -> Deferred[StopReport]: ...
+
+
+def smpp_failure_status(command_status: int) -> tuple[str, str]:
+    """A submit refused for good: platform status and orgCode keeping the SMPP status."""
+    org = f"SMPP:0x{command_status & 0xFFFFFFFF:08X}" if command_status >= 0 else "SMPP:NORESP"
+    if command_status in (0x0A, 0x0B, 0x48, 0x49, 0x50, 0x51):   # bad source/destination address
+        return "REJECTD", org
+    return "UNDELIV", org
+
+
+class Dispatcher:
+    """Feeds links from the store; applies submit outcomes (and receipts that beat them)."""
+
+    def __init__(self, store: Store, finaliser: Finaliser, profiles: Mapping[str, CarrierProfile], *,
+                 reactor: Any, now: Callable[[], float] = time.time,
+                 on_change: Callable[[], None] = lambda: None) -> None:
+        self._store = store
+        self._finaliser = finaliser
+        self._profiles = profiles
+        self._reactor = reactor
+        self._now = now
+        self._on_change = on_change
+        self.links: dict[str, LinkLike] = {}
+        self._feed_pending = False
+        self._stopping = False
+        # Receipts that arrived before their submit_sm_resp was stored: (carrier, canonical id).
+        self._early_receipts: set[tuple[str, str]] = set()
+        self.apply_early_receipt: Callable[[str, str, int], None] = lambda carrier, cid, seg: None
+        self.submitted = 0
+        self.failed = 0
+        self._ticker: Any = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def add_link(self, carrier: str, link: LinkLike) -> None:
+        self.links[carrier] = link
+
+    def start(self) -> None:
+        resent = self._store.requeue_all_dispatched()
+        if resent:
+            log.warning("dispatch.resend_after_restart", segments=resent)
+        self._early_receipts.update(self._store.all_unmatched_receipt_ids())
+        for link in self.links.values():
+            link.start()
+        self._tick()
+
+    def stop(self, drain_timeout_s: float) -> Deferred[None]:
+        """Stop feeding; let links drain, then put what they did not finish back in the queue."""
+        from twisted.internet.defer import gatherResults
+
+        self._stopping = True
+        if self._ticker is not None and self._ticker.active():
+            self._ticker.cancel()
+        ds = [link.stop(drain_timeout_s) for link in self.links.values()]
+
+        def requeue(reports: list[StopReport]) -> None:
+            for rep in reports:
+                maybe = set(rep.maybe_sent)
+                self._store.requeue([s for s in rep.unfinished if s in maybe], possible_duplicate=True)
+                self._store.requeue([s for s in rep.unfinished if s not in maybe], possible_duplicate=False)
+
+        return gatherResults(ds, consumeErrors=True).addCallback(requeue)
+
+    def _tick(self) -> None:
+        """Safety net: feed periodically even if nobody kicked (e.g. after a reconnect)."""
+        self.kick()
+        self._ticker = self._reactor.callLater(0.05, self._tick)
+
+    # -- feeding -----------------------------------------------------------------------
+
+    def kick(self) -> None:
+        """Feed the links once the writes so far are committed."""
+        if self._feed_pending or self._stopping:
+            return
+        self._feed_pending = True
+        self._store.durable().addCallback(self._feed).addErrback(self._feed_failed)
+
+    def _feed_failed(self, failure: Any) -> None:
+        self._feed_pending = False
+        log.error("dispatch.feed_failed", error=str(failure.value))
+
+    def _feed(self, _: object = None) -> None:
+        self._feed_pending = False
+        if self._stopping:
+            return
+        for carrier, link in self.links.items():
+            room = link.room()
+            if room <= 0:
+                continue
+            records = self._store.take_queued(carrier, room)
+            if records:
+                link.enqueue([_outbound(r) for r in records])
+
+    # -- outcomes ----------------------------------------------------------------------
+
+    def on_outcomes(self, outcomes: list[SubmitOutcome]) -> None:
+        now = self._now()
+        accepted: list[tuple[int, str, str, float]] = []
+        early: list[tuple[str, str, int]] = []
+        for o in outcomes:
+            seg = o.segment
+            if o.accepted and o.message_id is not None:
+                profile = self._profiles[seg.carrier]
+                cid = canonical_message_id(profile.message_id_dialect, o.message_id)
+                accepted.append((seg.segment_id, cid, o.message_id, now))
+                if (seg.carrier, cid) in self._early_receipts:
+                    early.append((seg.carrier, cid, seg.segment_id))
+            else:
+                status, org = smpp_failure_status(o.command_status)
+                self._finaliser.segment_final(seg.segment_id, status, org, o.command_status)
+                self.failed += 1
+        if accepted:
+            self._store.record_submitted(accepted)
+            self.submitted += len(accepted)
+        for carrier, cid, seg_id in early:
+            self._early_receipts.discard((carrier, cid))
+            self.apply_early_receipt(carrier, cid, seg_id)
+        self._on_change()
+        self.kick()
+
+    def remember_early_receipt(self, carrier: str, canonical_id: str) -> None:
+        self._early_receipts.add((carrier, canonical_id))
+
+    def bind_status(self) -> list[BindStatus]:
+        out: list[BindStatus] = []
+        for link in self.links.values():
+            out.extend(link.snapshot())
+        return out
+
+
+def _outbound(r: SegmentRecord) -> OutboundSegment:
+    return OutboundSegment(
+        segment_id=r.id, carrier=r.carrier, source_addr=r.source_addr,
+        destination_addr=r.destination_addr,
+        short_message=r.short_message, data_coding=r.data_coding, esm_class=r.esm_class,
+        registered_delivery=1, sar=(r.ref or 0, r.total, r.seq) if r.sar else None,
+        possible_duplicate=r.possible_duplicate,
+    )

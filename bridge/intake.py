@@ -1,0 +1,252 @@
+"""``POST /v1/sms``: validate a send request and turn it into per-recipient messages.
+
+Validation is all-or-nothing: one bad field rejects the request with a code and a
+description naming the field, and nothing is stored. Accepted recipients each get a
+message; pre-send rules (routing, blacklist, frequency) may make it final at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.config import AppConfig, BridgeConfig
+from bridge.encoder import ConcatRefCounter, MessageTooLongError, encode_message
+from bridge.finaliser import iso_time
+from bridge.models import MessageState, NewMessage, NewSegment
+from bridge.numbers import InvalidNumberError, normalise_number
+from bridge.routing import Router, RoutingError
+from bridge.rules import FrequencyLimiter, SendingWindow, Verdict
+from bridge.store import Store
+from bridge.template import Template, TemplateParamError, parse_template
+from bridge.urlpolicy import check_push_url
+
+__all__ = ["ERROR_CODES", "Accepted", "IntakeError", "IntakeService", "ResultRow"]
+
+MAX_RECIPIENTS = 500
+MAX_NUMBER_LEN = 21
+MAX_BODY_CHARS = 500
+MAX_EXTEND_CHARS = 128
+
+# Platform-style answer codes (README "API error codes").
+ERROR_CODES = {
+    "E200001": "request body is not valid JSON",
+    "E200002": "a required field is missing",
+    "E200003": "a field has the wrong type or format",
+    "E200015": "more than 500 recipients",
+    "E200016": "a recipient is not a valid phone number",
+    "E200020": "unknown channel number (from)",
+    "E200021": "unknown templateId",
+    "E200022": "signature does not match the channel number",
+    "E200023": "message text too long",
+    "E200024": "statusCallback URL not allowed",
+    "E200026": "give either templateId or body",
+    "E200028": "templateParas do not fit the template",
+    "E200041": "duplicate recipient in this request (sent once)",
+}
+REJECTED_BLACKLIST = Verdict("REJECTD", "SC:0016", "recipient unsubscribed from this channel number")
+SUCCESS = "000000"
+DUPLICATE = "E200041"
+
+
+class IntakeError(ValueError):
+    """A rejected request: HTTP 400 with a platform code and a description naming the field."""
+
+    def __init__(self, code: str, description: str) -> None:
+        super().__init__(description)
+        self.code = code
+        self.description = description
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRow:
+    origin_to: str
+    sender: str
+    sms_msg_id: str
+    status: str
+    create_time: str
+
+    def as_json(self) -> dict[str, str]:
+        return {"originTo": self.origin_to, "from": self.sender, "smsMsgId": self.sms_msg_id,
+                "status": self.status, "createTime": self.create_time}
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    rows: tuple[ResultRow, ...]
+    messages: tuple[NewMessage, ...]
+    finals: tuple[tuple[str, Verdict], ...]   # message id -> pre-send verdict
+
+
+def new_message_id(now: float) -> str:
+    """Time-ordered, unguessable ids: sortable in exports, useless to enumerate."""
+    return f"{int(now * 1000):011x}{secrets.token_hex(8)}"
+
+
+def _field(body: Mapping[str, Any], name: str, kind: type | tuple[type, ...], required: bool) -> Any:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise IntakeError("E200002", f"{name}: missing")
+        return None
+    if not isinstance(value, kind):
+        expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise IntakeError("E200003", f"{name}: expected {expected.replace('str', 'a string').replace('list', 'a list')}")
+    return value
+
+
+class IntakeService:
+    """Validates requests and applies the pre-send rules; the API layer stores and answers."""
+
+    def __init__(self, config: BridgeConfig, store: Store, router: Router, *, clock_now: Callable[[], float],
+                 refs: ConcatRefCounter | None = None) -> None:
+        self._config = config
+        self._store = store
+        self._router = router
+        self._now = clock_now
+        self._refs = refs or ConcatRefCounter(start=secrets.randbelow(256))
+        self._limiter = FrequencyLimiter(store, config.rules.exempt_numbers)
+        self._window = SendingWindow(config.rules.quiet_start_min, config.rules.quiet_end_min,
+                                     config.rules.utc_offset_hours)
+        self._templates: dict[str, Template] = {tid: parse_template(t.text) for tid, t in config.templates.items()}
+
+    def parse_body(self, raw: bytes) -> dict[str, Any]:
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise IntakeError("E200001", f"body: not valid JSON ({exc.__class__.__name__})") from None
+        if not isinstance(body, dict):
+            raise IntakeError("E200001", "body: expected a JSON object")
+        return body
+
+    def accept(self, app: AppConfig, body: Mapping[str, Any]) -> Accepted:
+        """Validate ``body`` for ``app`` and build the messages; raises IntakeError."""
+        cfg = self._config
+        sender = _field(body, "from", str, True)
+        channel = cfg.channels.get(sender)
+        if channel is None or channel.app != app.id:
+            raise IntakeError("E200020", f"from: {sender!r} is not a channel number of application {app.id!r}")
+        recipients = self._recipients(body.get("to"))
+        signature = _field(body, "signature", str, False)
+        if signature is not None and signature != channel.signature:
+            raise IntakeError("E200022", f"signature: {signature!r} is not the signature of channel {sender}")
+        template_id = _field(body, "templateId", str, False)
+        text_body = _field(body, "body", str, False)
+        params = body.get("templateParas")
+        klass = _field(body, "class", str, False)
+        if klass is not None and klass not in ("otp", "notification"):
+            raise IntakeError("E200003", f'class: expected "otp" or "notification", got {klass!r}')
+        if (template_id is None) == (text_body is None):
+            raise IntakeError("E200026", "templateId/body: give exactly one of them")
+        if template_id is not None:
+            template = self._templates.get(template_id)
+            if template is None:
+                raise IntakeError("E200021", f"templateId: unknown template {template_id!r}")
+            try:
+                content = template.render(params)
+            except TemplateParamError as exc:
+                raise IntakeError("E200028", str(exc)) from None
+            klass = klass or cfg.templates[template_id].klass
+        else:
+            if params not in (None, []):
+                raise IntakeError("E200028", "templateParas: not allowed with body")
+            if not text_body:
+                raise IntakeError("E200002", "body: empty")
+            if len(text_body) > MAX_BODY_CHARS:
+                raise IntakeError("E200023", f"body: {len(text_body)} characters, more than {MAX_BODY_CHARS}")
+            content = text_body
+            klass = klass or "notification"
+        callback = _field(body, "statusCallback", str, False) or ""
+        if callback:
+            problem = check_push_url(callback, cfg.callbacks.allowed_hosts)
+            if problem:
+                raise IntakeError("E200024", f"statusCallback: {problem}")
+        extend = _field(body, "extend", str, False) or ""
+        if len(extend) > MAX_EXTEND_CHARS:
+            raise IntakeError("E200003", f"extend: more than {MAX_EXTEND_CHARS} characters")
+        return self._build(app, sender, channel.signature, recipients, content, klass, callback, extend)
+
+    def _recipients(self, value: object) -> list[tuple[str, str]]:
+        """(as given, normalised E.164) for every recipient, in request order."""
+        if value is None:
+            raise IntakeError("E200002", "to: missing")
+        if isinstance(value, str):
+            items = [v.strip() for v in value.split(",") if v.strip()]
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            items = [v.strip() for v in value]
+        else:
+            raise IntakeError("E200003", 'to: expected a list of numbers or "n1,n2"')
+        if not items:
+            raise IntakeError("E200002", "to: no recipients")
+        if len(items) > MAX_RECIPIENTS:
+            raise IntakeError("E200015", f"to: {len(items)} recipients, at most {MAX_RECIPIENTS}")
+        out = []
+        for i, item in enumerate(items):
+            if len(item) > MAX_NUMBER_LEN:
+                raise IntakeError("E200016", f"to[{i}]: longer than {MAX_NUMBER_LEN} characters")
+            try:
+                out.append((item, normalise_number(item)))
+            except InvalidNumberError as exc:
+                raise IntakeError("E200016", f"to[{i}]: {exc}") from None
+        return out
+
+    def _build(self, app: AppConfig, sender: str, signature: str, recipients: Sequence[tuple[str, str]],
+               content: str, klass: str, callback: str, extend: str) -> Accepted:
+        now = self._now()
+        created = iso_time(now)
+        rows: list[ResultRow] = []
+        messages: list[NewMessage] = []
+        finals: list[tuple[str, Verdict]] = []
+        seen: set[str] = set()
+        release_at = None if klass == "otp" else self._window.release_at(now)
+        for given, number in recipients:
+            mid = new_message_id(now)
+            if number in seen:
+                rows.append(ResultRow(given, sender, mid, DUPLICATE, created))
+                continue
+            seen.add(number)
+            rows.append(ResultRow(given, sender, mid, SUCCESS, created))
+            verdict: Verdict | None = None
+            carrier = None
+            mainland = number.startswith("+86")
+            text = f"[{signature}]{content}" if mainland else content
+            content_hash = hashlib.blake2b(text.encode("utf-8"), digest_size=10).hexdigest()
+            try:
+                route = self._router.route(number)
+                carrier, mainland = route.carrier, route.mainland
+            except RoutingError as exc:
+                verdict = Verdict("NOROUTE", "SC:NOROUTE", str(exc))
+            if verdict is None and self._store.is_blacklisted(sender, number):
+                verdict = REJECTED_BLACKLIST
+            if verdict is None:
+                verdict = self._limiter.check(number, content_hash, now)
+            segments: tuple[NewSegment, ...] = ()
+            if verdict is None and carrier is not None:
+                if carrier not in self._config.carriers:
+                    verdict = Verdict("NOROUTE", "SC:NOCARRIER", f"carrier {carrier} is not configured")
+                else:
+                    profile = self._config.carriers[carrier].profile
+                    try:
+                        encoded = encode_message(text, destination=number, mainland=mainland,
+                                                 concat=profile.concat, refs=self._refs)
+                    except (MessageTooLongError, ValueError) as exc:
+                        raise IntakeError("E200023", f"body: {exc}") from None
+                    segments = tuple(NewSegment(s.seq, s.total, s.short_message, s.data_coding, s.esm_class,
+                                                s.ref, s.sar) for s in encoded.segments)
+            state = MessageState.QUEUED
+            if verdict is None and release_at is not None:
+                state = MessageState.HELD
+            if verdict is not None:
+                finals.append((mid, verdict))
+            messages.append(NewMessage(
+                id=mid, app_id=app.id, channel=sender, recipient=number, carrier=carrier, klass=klass,
+                text=text, content_hash=content_hash, status_callback=callback, extend=extend,
+                created_at=now, state=state, status=None, org_code=None,
+                release_at=release_at if state == MessageState.HELD else None,
+                segments=segments, counted=verdict is None,
+            ))
+        return Accepted(tuple(rows), tuple(messages), tuple(finals))

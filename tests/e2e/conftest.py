@@ -1,0 +1,36 @@
+"""Fixtures for end-to-end tests: a real HTTP receiver and a daemon factory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import Bridge, BridgeOptions, Receiver
+
+
+@pytest.fixture(name="receiver")
+def _receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture(name="make_bridge")
+def _make_bridge(tmp_path: Path, receiver: Receiver) -> Iterator[Callable[..., Bridge]]:
+    started: list[Bridge] = []
+
+    def make(**options: object) -> Bridge:
+        b = Bridge(tmp_path, receiver, BridgeOptions(**options))  # type: ignore[arg-type]
+        started.append(b)
+        return b.start()
+
+    yield make
+    for b in started:
+        b.close()
+
+
+@pytest.fixture(name="bridge")
+def _bridge(make_bridge: Callable[..., Bridge]) -> Bridge:
+    return make_bridge()
