@@ -99,8 +99,14 @@ def _run(config_path: Path | None) -> int:
               file=sys.stderr)
         return EXIT_RUNTIME
     reactor.addSystemEventTrigger("before", "shutdown", running.stop)
-    sys.stdout.write(json.dumps(running.ready_event()) + "\n")
-    sys.stdout.flush()
+
+    def announce() -> None:
+        # Only once the reactor runs are its SIGINT/SIGTERM handlers installed: a parent
+        # that signals right after reading this line gets a clean stop, not a kill.
+        sys.stdout.write(json.dumps(running.ready_event()) + "\n")
+        sys.stdout.flush()
+
+    reactor.callWhenRunning(announce)
     reactor.run()
     return 0
 
