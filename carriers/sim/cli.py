@@ -77,7 +77,7 @@ def _forward_twisted_errors() -> None:
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False, discardBuffer=True)
 
 
-def _run(config_path: Path | None) -> int:
+def _run(config_path: Path | None, log_level: str, log_format: str | None) -> int:
     from carriers.sim.config import ConfigError, load_config
 
     try:
@@ -85,6 +85,7 @@ def _run(config_path: Path | None) -> int:
     except ConfigError as exc:
         print(f"smsc-sim: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    _configure_logging(log_level, log_format)
 
     from twisted.internet import reactor
     from twisted.internet.error import CannotListenError
@@ -113,9 +114,8 @@ def _run(config_path: Path | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    _configure_logging(args.log_level, args.log_format)
     if args.command == "run":
-        return _run(args.config)
+        return _run(args.config, args.log_level, args.log_format)
     return EXIT_RUNTIME
 
 
