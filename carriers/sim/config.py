@@ -44,6 +44,7 @@ __all__ = [
     "MixEntry",
     "OutcomeRule",
     "SimConfig",
+    "config_from_table",
     "load_config",
 ]
 
@@ -347,7 +348,7 @@ def _with_blacklist(c: CarrierSimConfig, numbers: tuple[str, ...]) -> CarrierSim
 
 
 def load_config(path: Path | None = None) -> SimConfig:
-    """Build the config from the profiles plus ``path``; raise :class:`ConfigError`."""
+    """Build the config from the profiles plus the file at ``path``; raise :class:`ConfigError`."""
     raw: dict[str, Any] = {}
     source = str(path) if path else "<defaults>"
     if path is not None:
@@ -358,9 +359,19 @@ def load_config(path: Path | None = None) -> SimConfig:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{source}: TOML syntax: {exc}") from None
     top = _Reader(source, "", raw, {"sim"})
-    sim_raw = top.data.get("sim", {})
+    return config_from_table(top.data.get("sim", {}), source,
+                             Path(path).parent if path is not None else None)
+
+
+def config_from_table(sim_raw: object, source: str, base_dir: Path | None = None) -> SimConfig:
+    """Build the config from an already parsed ``[sim]`` table.
+
+    For hosts that keep the simulator's settings inside their own file (the bridge's
+    embedded simulator): errors still read ``source: sim.key: problem``, and a
+    relative ``profiles`` path is taken from ``base_dir``.
+    """
     if not isinstance(sim_raw, dict):
-        top.fail("sim", "expected a table")
+        raise ConfigError(f"{source}: sim: expected a table")
     sim = _Reader(source, "sim.", sim_raw, _SIM_ONLY | _SHARED | {"carriers"})
     sim_values = _read(sim, _SIM_ONLY)
     shared = _read(sim, _SHARED)
@@ -374,8 +385,8 @@ def load_config(path: Path | None = None) -> SimConfig:
             sim.fail(f"carriers.{cid}", "expected a table")
 
     profiles_path = Path(sim_values["profiles"]) if "profiles" in sim_values else None
-    if profiles_path is not None and path is not None and not profiles_path.is_absolute():
-        profiles_path = Path(path).parent / profiles_path
+    if profiles_path is not None and base_dir is not None and not profiles_path.is_absolute():
+        profiles_path = base_dir / profiles_path
     try:
         profiles, numbering = load_profiles(profiles_path)
     except ProfileError as exc:

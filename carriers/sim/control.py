@@ -140,13 +140,13 @@ class ControlResource(Resource):
 
     def _set_fault(self, request: Request) -> object:
         body = _json_body(request)
-        unknown = set(body) - {"carrier", "mode", "latency_ms", "status"}
+        unknown = set(body) - {"carrier", "mode", "latency_ms", "status", "receipts_first"}
         if unknown:
             raise _HttpError(400, f"{sorted(unknown)[0]}: unknown field")
         if "carrier" not in body or "mode" not in body:
             raise _HttpError(400, "carrier, mode: both are required")
         result = self.sim.apply_fault(body["carrier"], body["mode"], body.get("latency_ms"),
-                                      body.get("status"))
+                                      body.get("status"), body.get("receipts_first"))
         log.info("sim.control.fault", carriers=list(result.carriers), mode=result.mode)
         return {
             "carriers": list(result.carriers),

@@ -28,11 +28,15 @@ class Fault:
     mode: str = "none"
     latency_ms: tuple[int, int] = (0, 0)
     status: int = 0
+    # slow only: schedule the receipt at accept time, so it can overtake the late
+    # submit_sm_resp (real SMSCs do this; the bridge must still match it).
+    receipts_first: bool = False
 
     def as_json(self) -> dict[str, object]:
         out: dict[str, object] = {"mode": self.mode}
         if self.mode == "slow":
             out["latency_ms"] = list(self.latency_ms)
+            out["receipts_first"] = self.receipts_first
         if self.mode in ("nack", "refuse_binds"):
             out["status"] = self.status
         return out
@@ -62,12 +66,15 @@ def _latency(value: object) -> tuple[int, int]:
     raise FaultError(f"latency_ms: expected milliseconds or [min, max], got {value!r}")
 
 
-def parse_fault(mode: object, latency_ms: object = None, status: object = None) -> Fault:
+def parse_fault(mode: object, latency_ms: object = None, status: object = None,
+                receipts_first: object = None) -> Fault:
     """A :class:`Fault` for a persistent ``mode`` (actions are handled by the caller)."""
     if mode not in MODES:
         raise FaultError(f"mode: expected one of {', '.join(MODES + ACTIONS)}, got {mode!r}")
+    if receipts_first is not None and not isinstance(receipts_first, bool):
+        raise FaultError(f"receipts_first: expected true or false, got {receipts_first!r}")
     if mode == "slow":
-        return Fault("slow", latency_ms=_latency(latency_ms))
+        return Fault("slow", latency_ms=_latency(latency_ms), receipts_first=bool(receipts_first))
     if mode in _DEFAULT_STATUS:
         return Fault(str(mode), status=_status(status, str(mode)))
     return Fault(str(mode))

@@ -62,7 +62,7 @@ class Simulator:
         return [self.carrier(carrier_id)]
 
     def apply_fault(self, carrier_id: object, mode: object, latency_ms: object = None,
-                    status: object = None) -> FaultResult:
+                    status: object = None, receipts_first: object = None) -> FaultResult:
         """Switch a fault mode on (or ``none`` off), or run a one-shot action."""
         targets = self._targets(carrier_id)
         ids = tuple(c.id for c in targets)
@@ -70,7 +70,7 @@ class Simulator:
             return FaultResult(ids, "drop", dropped=sum(c.drop_connections() for c in targets))
         if mode == "unbind":
             return FaultResult(ids, "unbind", unbound=sum(c.unbind_all() for c in targets))
-        fault = parse_fault(mode, latency_ms, status)
+        fault = parse_fault(mode, latency_ms, status, receipts_first)
         for c in targets:
             c.set_fault(fault)
         return FaultResult(ids, fault.mode)

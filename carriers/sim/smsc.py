@@ -245,8 +245,12 @@ class SmscSession(SmppFramedProtocol):
             return
         self.smsc.handle_submit(self, pdu)
 
-    def answer_later(self, pdu: Pdu, message_id: str, delay_s: float, then: AcceptedSubmit) -> None:
-        """Fault ``slow``: answer after ``delay_s``; the answer counts against the window."""
+    def answer_later(self, pdu: Pdu, message_id: str, delay_s: float,
+                     then: AcceptedSubmit | None) -> None:
+        """Fault ``slow``: answer after ``delay_s``; the answer counts against the window.
+
+        ``then`` is the submit whose receipt is scheduled once answered (None: already done).
+        """
         key = pdu.sequence
         while key in self._answers:  # an ESME reusing a sequence number still gets two answers
             key += 0x100000000
@@ -254,7 +258,8 @@ class SmscSession(SmppFramedProtocol):
         def answer() -> None:
             self._answers.pop(key, None)
             self.respond(pdu, 0, message_id=message_id)
-            self.smsc.after_accept(then, pdu.get("registered_delivery", 0))
+            if then is not None:
+                self.smsc.after_accept(then, pdu.get("registered_delivery", 0))
 
         self._answers[key] = self._clock.callLater(delay_s, answer)
 
@@ -408,7 +413,11 @@ class CarrierSmsc(ServerFactory):
         if fault.mode == "slow":
             lo, hi = fault.latency_ms
             delay_ms = lo if lo == hi else self._fault_rng.randint(lo, hi)
-            session.answer_later(pdu, message_id, delay_ms / 1000.0, accepted)
+            if fault.receipts_first:
+                self.after_accept(accepted, int(pdu.get("registered_delivery", 0)))
+                session.answer_later(pdu, message_id, delay_ms / 1000.0, None)
+            else:
+                session.answer_later(pdu, message_id, delay_ms / 1000.0, accepted)
             return
         session.respond(pdu, 0, message_id=message_id)
         self.after_accept(accepted, int(pdu.get("registered_delivery", 0)))

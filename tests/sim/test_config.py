@@ -117,3 +117,12 @@ def test_profiles_path_is_relative_to_the_config(tmp_path: Path):
     (tmp_path / "p.toml").write_text("[zz]\nname='x'\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="zz: unknown carrier id"):
         build_config(tmp_path, "[sim]\nprofiles = \"p.toml\"\n")
+
+
+def test_config_from_a_host_table():
+    """A host that parsed its own file passes the [sim] table; errors still name its file."""
+    from carriers.sim.config import config_from_table
+    config = config_from_table({"control_port": 0, "carriers": {"cmcc": {"tps": 9}}}, "bridge.toml")
+    assert config.control_port == 0 and config.carrier("cmcc").tps == 9
+    with pytest.raises(ConfigError, match=r"^bridge.toml: sim.carriers.cmcc.tps: expected a positive integer"):
+        config_from_table({"carriers": {"cmcc": {"tps": "fast"}}}, "bridge.toml")

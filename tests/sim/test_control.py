@@ -91,7 +91,7 @@ class TestFaults:
         sim, _, api = env
         code, body = api.call("POST", "/faults", {"carrier": "*", "mode": "slow", "latency_ms": [10, 20]})
         assert code == 200 and body["carriers"] == ["cmcc", "cucc", "ctcc", "cbn", "intl"]
-        assert body["faults"]["cbn"] == {"mode": "slow", "latency_ms": [10, 20]}
+        assert body["faults"]["cbn"] == {"mode": "slow", "latency_ms": [10, 20], "receipts_first": False}
         api.call("POST", "/faults", {"carrier": "cbn", "mode": "none"})
         _, faults = api.call("GET", "/faults")
         assert faults["faults"]["cbn"] == {"mode": "none"} and faults["faults"]["cmcc"]["mode"] == "slow"

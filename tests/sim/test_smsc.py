@@ -432,6 +432,22 @@ class TestFaults:
         clock.advance(0.201)
         assert [p.status for p in esme.received() if p.command == "submit_sm_resp"] == [0] * 5
 
+    def test_slow_with_receipts_first(self, sim):
+        """slow + receipts_first: the receipt overtakes the late submit_sm_resp, same message id."""
+        s, clock = sim
+        esme = FakeEsme(s, "cucc")
+        esme.bind()
+        s.apply_fault("cucc", "slow", latency_ms=1000, receipts_first=True)
+        esme.submit()
+        clock.advance(0.1)
+        (receipt,) = esme.received()
+        assert receipt.command == "deliver_sm"
+        esme.answer(receipt)
+        clock.advance(0.9)
+        (resp,) = esme.received()
+        assert resp.command == "submit_sm_resp"
+        assert f"id:{resp.get('message_id')} ".encode() in receipt.get("short_message")
+
     def test_drop(self, sim):
         """drop closes every connection of the carrier at once, and only of that carrier."""
         s, _ = sim
