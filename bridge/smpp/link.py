@@ -13,8 +13,14 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import structlog
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    wrapClientTLS,
+)
 
 from bridge.smpp.bind import Bind, DeliverCallback
 from bridge.smpp.config import BindConfig, LinkPolicy
@@ -31,9 +37,21 @@ EndpointFactory = Callable[[object, BindConfig], "IStreamClientEndpoint"]
 
 
 def tcp_endpoint(reactor: object, config: BindConfig) -> IStreamClientEndpoint:
-    """TCP (optionally TLS) client endpoint for ``config``'s host and port."""
-    endpoint: IStreamClientEndpoint = HostnameEndpoint(
-        reactor, config.host, config.port, timeout=config.connect_timeout_s)
+    """TCP (optionally TLS) client endpoint for ``config``'s host and port.
+
+    An IP literal connects directly; only a host name goes through the resolver
+    (whose getaddrinfo runs in the reactor's thread pool).
+    """
+    endpoint: IStreamClientEndpoint
+    if isIPAddress(config.host):
+        endpoint = TCP4ClientEndpoint(reactor, config.host, config.port,
+                                      timeout=config.connect_timeout_s)
+    elif isIPv6Address(config.host):
+        endpoint = TCP6ClientEndpoint(reactor, config.host, config.port,
+                                      timeout=config.connect_timeout_s)
+    else:
+        endpoint = HostnameEndpoint(reactor, config.host, config.port,
+                                    timeout=config.connect_timeout_s)
     if config.tls:
         from twisted.internet.ssl import optionsForClientTLS
 
