@@ -6,14 +6,23 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from bridge.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
 
 __all__ = ["main"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments: one line naming the problem, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="smpp-bridge",
         description="SMPP 3.4 carrier bridge: intake API, durable store, carrier binds, receipts, reports.",
     )
@@ -50,7 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         from bridge.daemon import run_daemon
         return run_daemon(config)
-    return args.handler(config, args)
+    from bridge.logs import configure_logging
+    from bridge.tools_cli import run_tool
+
+    configure_logging("warning", None, config.logging.redact)
+    return run_tool(args.handler, config, args)
 
 
 if __name__ == "__main__":  # pragma: no cover

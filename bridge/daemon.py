@@ -30,7 +30,7 @@ from bridge.receipts import StatusMap
 from bridge.routing import Router
 from bridge.smpp.config import BindConfig
 from bridge.smpp.link import CarrierLink
-from bridge.store import Store
+from bridge.store import Store, try_lock_store
 from carriers.profiles import load_profiles
 
 __all__ = ["Daemon", "run_daemon"]
@@ -62,13 +62,15 @@ class Daemon:
         self.simulator: Any = None
         self.api_port: Any = None
         self._timers: list[Any] = []
-        self.accepted = 0
 
     # -- start --------------------------------------------------------------------------
 
     def start(self) -> dict[str, Any]:
         cfg, reactor = self.config, self.reactor
         now = reactor.seconds
+        self._lock = try_lock_store(cfg.store.path)
+        if self._lock is None:
+            raise RuntimeError(f"store {cfg.store.path} is in use by another smpp-bridge process")
         self.store = store = Store(cfg.store.path, clock=reactor,
                                    commit_interval_s=cfg.store.commit_interval_ms / 1000)
         targets = {cid: (c.host, c.port) for cid, c in cfg.carriers.items()}
@@ -102,6 +104,7 @@ class Daemon:
         self.pusher.start()
         self._every(self._expire_overdue, min(60.0, max(0.05, cfg.rules.receipt_timeout_s / 10)))
         self._every(self._release_held, 1.0)
+        self._every(self.pusher.wake, 1.0)   # picks up pushes queued by operator tools
         self._every(self.mo.expire_stale, min(30.0, max(0.05, cfg.rules.mo_reassembly_ttl_s / 10)))
         ready = {"event": "ready", "api": self.api_port.getHost().port, "db": str(cfg.store.path)}
         if self.simulator is not None:
@@ -168,7 +171,7 @@ class Daemon:
 
     def _metric_sources(self) -> MetricsSources:
         return MetricsSources(
-            accepted=lambda: self.store.message_counts().get("queued", 0),
+            accepted=lambda: self.intake.accepted,
             submitted=lambda: self.dispatcher.submitted,
             submit_failed=lambda: self.dispatcher.failed,
             finalised=lambda: dict(self.finaliser.finalised),

@@ -112,6 +112,7 @@ class IntakeService:
         self._limiter = FrequencyLimiter(store, config.rules.exempt_numbers)
         self._window = SendingWindow(config.rules.quiet_start_min, config.rules.quiet_end_min,
                                      config.rules.utc_offset_hours)
+        self.accepted = 0
         self._templates: dict[str, Template] = {tid: parse_template(t.text) for tid, t in config.templates.items()}
 
     def parse_body(self, raw: bytes) -> dict[str, Any]:
@@ -249,4 +250,5 @@ class IntakeService:
                 release_at=release_at if state == MessageState.HELD else None,
                 segments=segments, counted=verdict is None,
             ))
+        self.accepted += len(messages)
         return Accepted(tuple(rows), tuple(messages), tuple(finals))

@@ -9,6 +9,7 @@ hundreds of state changes. A backend for PostgreSQL would implement the same met
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from bridge.models import (
     SegmentRecord,
 )
 
-__all__ = ["SegmentDetail", "SegmentMatch", "Store", "StoreError"]
+__all__ = ["SegmentDetail", "SegmentMatch", "Store", "StoreError", "try_lock_store"]
 
 log = structlog.get_logger("store")
 
@@ -97,6 +98,28 @@ def m001_initial(db: Database) -> None:
         );
         """
     )
+
+
+def try_lock_store(path: Path | str) -> Any | None:
+    """An exclusive advisory lock on ``<db>.lock``: one daemon per store.
+
+    Operator tools take it too: if they get it, no daemon runs and they push themselves;
+    if not, they only queue work and the running daemon's pusher does the pushing.
+    Returns the open lock file (keep it open to hold the lock) or None if it is held.
+    """
+    import fcntl
+
+    if str(path) == ":memory:":
+        return open(os.devnull)  # noqa: SIM115 (nothing to lock)
+    lock_path = Path(f"{path}.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(lock_path, "a+")  # noqa: SIM115 (held for the life of the process)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
 
 
 class StoreError(RuntimeError):
@@ -392,6 +415,26 @@ class Store:
                        " WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
                        (now, limit + len(excluded)))
         return [OutboxItem(*r) for r in rows if r[0] not in excluded][:limit]
+
+    def queue_replay(self, message_id: str, url: str, payload: str, now: float) -> int:
+        """An operator's re-push of a report: a new outbox row, same payload."""
+        cur = self._w("INSERT INTO outbox (kind, ref_id, url, payload, state, created_at, next_attempt_at)"
+                      " VALUES ('replay', ?, ?, ?, 'pending', ?, ?)", (message_id, url, payload, now, now))
+        return int(cur.lastrowid)
+
+    def pending_replay(self, message_id: str) -> bool:
+        return bool(self._r("SELECT 1 FROM outbox WHERE kind = 'replay' AND ref_id = ? AND state = 'pending'",
+                            (message_id,)))
+
+    def push_states(self, outbox_ids: Sequence[int]) -> dict[str, int]:
+        if not outbox_ids:
+            return {}
+        rows = self._r(f"SELECT state, COUNT(*) FROM outbox WHERE id IN ({','.join('?' * len(outbox_ids))})"
+                       " GROUP BY state", list(outbox_ids))
+        return dict(rows)
+
+    def pending_push_count(self) -> int:
+        return self._r("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")[0][0]
 
     def next_push_at(self) -> float | None:
         row = self._r("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'")

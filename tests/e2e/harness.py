@@ -210,7 +210,7 @@ class Bridge:
 
     # -- process ---------------------------------------------------------------------
 
-    def start(self, timeout: float = 30.0) -> Bridge:
+    def start(self, timeout: float = 30.0, wait_bound: bool = True) -> Bridge:
         self.starts += 1
         log = open(self.tmp / f"bridge-{self.starts}.log", "wb")  # noqa: SIM115 (kept open for the child)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -219,7 +219,13 @@ class Bridge:
             stdout=subprocess.PIPE, stderr=log, env=env, cwd=self.tmp,
         )
         self.ready = self._read_ready(timeout)
+        if wait_bound:
+            wait_for(self._all_bound, timeout, what="every bind bound")
         return self
+
+    def _all_bound(self) -> bool:
+        status, health = self.request("GET", f"{self.api}/healthz", token=None)
+        return status == 200 and health["binds"] > 0 and health["bound"] == health["binds"]
 
     def _start_sim(self) -> None:
         sim_cfg = write_sim_config(self.tmp, self.opts, fixed_ports=True)
