@@ -58,8 +58,9 @@ class BindStatus:
 
     ``since`` is the reactor time (epoch seconds) of the last state change. ``queued``
     is the carrier link's shared queue length for binds that submit, 0 for receivers.
-    ``received`` counts deliver_sm (receipts and MO). ``paused_until`` is set while the
-    bind backs off after a throttling answer.
+    ``reconnects`` counts connection attempts after the first, ``received`` deliver_sm
+    (receipts and MO), ``in_flight_peak`` the most submits ever outstanding at once.
+    ``paused_until`` is set while the bind backs off after a throttling answer.
     """
 
     bind_id: str

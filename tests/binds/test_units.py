@@ -186,3 +186,23 @@ class TestPdus:
         fields = submit_fields(seg)
         assert fields["message_payload"] == b"x" * 300 and fields["short_message"] == b""
         assert (fields["sar_msg_ref_num"], fields["sar_total_segments"], fields["sar_segment_seqnum"]) == (9, 2, 1)
+
+
+class TestEndpoints:
+    def test_endpoint_per_host_kind(self) -> None:
+        """IP literals skip the resolver; names use HostnameEndpoint; tls wraps either."""
+        from twisted.internet.endpoints import (
+            HostnameEndpoint,
+            TCP4ClientEndpoint,
+            TCP6ClientEndpoint,
+        )
+        from twisted.internet.testing import MemoryReactorClock
+
+        from bridge.smpp.link import tcp_endpoint
+
+        reactor = MemoryReactorClock()
+        assert isinstance(tcp_endpoint(reactor, bind_config(host="127.0.0.1")), TCP4ClientEndpoint)
+        assert isinstance(tcp_endpoint(reactor, bind_config(host="::1")), TCP6ClientEndpoint)
+        assert isinstance(tcp_endpoint(reactor, bind_config(host="smsc.example")), HostnameEndpoint)
+        wrapped = tcp_endpoint(reactor, bind_config(host="smsc.example", tls=True))
+        assert type(wrapped).__name__ == "_WrapperEndpoint"
