@@ -138,6 +138,19 @@ class SimConfig:
     def carrier_ids(self) -> tuple[str, ...]:
         return tuple(c.id for c in self.carriers)
 
+    def with_ports(self, port: int | None = None, control_port: int | None = None,
+                   **per_carrier: int) -> SimConfig:
+        """A copy listening elsewhere: ``port`` for every carrier (0 = any free port),
+        ``per_carrier`` for single ones (``cmcc=12775``), ``control_port`` for the API."""
+        unknown = set(per_carrier) - set(self.carrier_ids)
+        if unknown:
+            raise KeyError(f"unknown carrier ids: {', '.join(sorted(unknown))}")
+        carriers = tuple(
+            replace(c, port=per_carrier.get(c.id, c.port if port is None else port))
+            for c in self.carriers)
+        return replace(self, carriers=carriers,
+                       control_port=self.control_port if control_port is None else control_port)
+
 
 DEFAULT_RULES: tuple[OutcomeRule, ...] = (
     OutcomeRule("0000", "UNDELIV", default_err("UNDELIV")),

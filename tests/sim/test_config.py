@@ -126,3 +126,20 @@ def test_config_from_a_host_table():
     assert config.control_port == 0 and config.carrier("cmcc").tps == 9
     with pytest.raises(ConfigError, match=r"^bridge.toml: sim.carriers.cmcc.tps: expected a positive integer"):
         config_from_table({"carriers": {"cmcc": {"tps": "fast"}}}, "bridge.toml")
+
+
+def test_example_file_loads():
+    """The shipped example override file is valid and means what its comments say."""
+    path = Path(__file__).resolve().parents[2] / "config" / "smsc-sim.example.toml"
+    config = load_config(path)
+    assert config.carrier("cmcc").port == 2775
+    assert {m.stat for m in config.carrier("cucc").mix} == {"DELIVRD", "MK:0001", "MI:0013"}
+
+
+def test_with_ports():
+    """with_ports moves every listener (0 = free port) or single carriers, leaving the rest."""
+    config = load_config().with_ports(0, control_port=0, cmcc=12775)
+    assert [c.port for c in config.carriers] == [12775, 0, 0, 0, 0]
+    assert config.control_port == 0
+    with pytest.raises(KeyError):
+        load_config().with_ports(zz=1)

@@ -565,3 +565,23 @@ def test_reset_clears_log_counters_faults_and_pending(sim):
     assert list(s.submits.since(0)) == []
     assert esme.session.bound
     assert encode  # the codec stays importable for raw-frame tests
+
+
+def test_logs_hide_passwords_numbers_and_text(sim):
+    """Info-level events never carry a password, a full phone number or message text."""
+    import structlog.testing
+    s, clock = sim
+    with structlog.testing.capture_logs() as events:
+        esme = FakeEsme(s, "cmcc")
+        esme.bind(password="wrong-pw")
+        esme.bind()
+        esme.submit(to="13812345678", text=b"secret text")
+        clock.advance(1)
+        s.carriers["cmcc"].inject_mo(MoRequest("cmcc", "13812345678", "10690001", "secret text"))
+        esme.send("unbind")
+    assert {e["event"] for e in events} >= {"sim.bind_refused", "sim.bind", "sim.mo", "sim.unbind"}
+    for event in events:
+        if event["log_level"] == "debug":
+            continue
+        flat = repr(event)
+        assert "pw" not in flat and "13812345678" not in flat and "secret" not in flat, event
