@@ -24,6 +24,7 @@ from bridge.smpp.session import EsmeSession, SubmitAnswer
 from bridge.smpp.state import BindEvent, BindState, BindStateMachine
 from bridge.smpp.status import (
     NO_RESPONSE,
+    UNENCODABLE,
     BindVerdict,
     SubmitVerdict,
     classify_bind,
@@ -292,7 +293,7 @@ class Bind:
         if session.in_flight > self.in_flight_peak:
             self.in_flight_peak = session.in_flight
         if rejected:
-            self._on_outcomes([self._final(entry, NO_RESPONSE, f"unencodable: {why}")
+            self._on_outcomes([self._final(entry, UNENCODABLE, f"unencodable: {why}")
                                for entry, why in rejected])
 
     def session_answers(self, session: EsmeSession, answers: list[SubmitAnswer]) -> None:

@@ -15,6 +15,7 @@ from smpplib import consts
 __all__ = [
     "BIND_CREDENTIALS",
     "NO_RESPONSE",
+    "UNENCODABLE",
     "THROTTLING",
     "TRANSIENT",
     "BindVerdict",
@@ -26,6 +27,8 @@ __all__ = [
 
 #: ``SubmitOutcome.command_status`` of a segment the SMSC never answered.
 NO_RESPONSE = -1
+#: ``SubmitOutcome.command_status`` of a segment that cannot be written as a submit_sm.
+UNENCODABLE = -2
 
 THROTTLING = frozenset({consts.SMPP_ESME_RTHROTTLED, consts.SMPP_ESME_RMSGQFUL})
 TRANSIENT = frozenset({
@@ -45,6 +48,7 @@ for _name in dir(consts):
     if _name.startswith("SMPP_ESME_R"):
         _NAMES.setdefault(getattr(consts, _name), _name[len("SMPP_"):])
 _NAMES[NO_RESPONSE] = "NO_RESPONSE"
+_NAMES[UNENCODABLE] = "UNENCODABLE"
 
 
 class SubmitVerdict(enum.Enum):

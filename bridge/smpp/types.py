@@ -37,8 +37,10 @@ class OutboundSegment:
 class SubmitOutcome:
     """The end of one segment's trip through the link: accepted or finally failed.
 
-    ``command_status`` is the SMPP status of the last answer (0 = accepted), or
-    :data:`bridge.smpp.status.NO_RESPONSE` (-1) when the SMSC never answered.
+    ``command_status`` is the SMPP status of the last answer (0 = accepted), or a
+    negative local code: :data:`bridge.smpp.status.NO_RESPONSE` (-1) when the SMSC
+    never answered, :data:`~bridge.smpp.status.UNENCODABLE` (-2) when the segment
+    cannot be written as a submit_sm (e.g. an address longer than SMPP allows).
     """
 
     segment: OutboundSegment

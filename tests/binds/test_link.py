@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred
 
 from bridge.smpp.config import LinkPolicy
 from bridge.smpp.state import BindState
-from bridge.smpp.status import NO_RESPONSE
+from bridge.smpp.status import NO_RESPONSE, UNENCODABLE
 from bridge.smpp.types import StopReport
 from tests.binds.fakes import Harness, bind_config, segments
 
@@ -173,6 +173,20 @@ class TestErrors:
         h.settle()
         assert len(h.smsc.received) == 2
         assert [(o.command_status, o.final_failure) for o in h.outcomes] == [(consts.SMPP_ESME_RINVDSTADR, True)] * 2
+
+    def test_unencodable_segment_fails_alone(self) -> None:
+        """A segment that cannot be written as submit_sm fails as UNENCODABLE; the rest go."""
+        import dataclasses
+
+        h = Harness.build(bind_config())
+        h.start()
+        bad = dataclasses.replace(segments(2, 1)[0], data_coding=300)
+        h.link.enqueue([segments(1, 1)[0], bad, segments(3, 1)[0]])
+        h.settle()
+        assert h.accepted_ids() == [1, 3]
+        (failed,) = [o for o in h.outcomes if o.final_failure]
+        assert (failed.segment.segment_id, failed.command_status) == (2, UNENCODABLE)
+        assert h.link.snapshot()[0].in_flight == 0
 
     def test_outcome_callback_failure_does_not_break_the_link(self) -> None:
         """A pipeline bug in on_outcomes is logged; the bind keeps working."""

@@ -136,6 +136,17 @@ class TestConnectionFaults:
         stats = sim.stats("cbn")
         assert stats["unanswered"] >= 10 and stats["connections"] >= 2
 
+    def test_smsc_unbind_is_answered_and_bind_returns(self, sim: SimProcess, links: list[LinkRun]) -> None:
+        """The SMSC's unbind gets unbind_resp; the bind reconnects and keeps submitting."""
+        run = _open(sim, links, "cucc").start()
+        assert _fault(sim, "cucc", "unbind")["unbound"] == 1
+        spin_until(lambda: run.link.snapshot()[0].reconnects == 1
+                   and run.link.snapshot()[0].state == "bound", what="rebound")
+        run.link.enqueue(run.segments(1, 3))
+        run.wait_accepted(3)
+        stats = sim.stats("cucc")
+        assert stats["bind_attempts"] == 2 and stats["accepted"] == 3
+
     def test_nack_fault_is_retried_then_final(self, sim: SimProcess, links: list[LinkRun]) -> None:
         """generic_nack answers are retried a bounded number of times, then a final failure."""
         run = _open(sim, links, "intl", {"window": 5}, policy=LinkPolicy(max_transient_retries=2)).start()
