@@ -7,10 +7,13 @@ with deadlines.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
 import struct
+import subprocess
+import sys
 
 import pytest
 from smpplib import consts, exceptions, gsm, smpp
@@ -18,7 +21,7 @@ from smpplib.client import Client
 
 from carriers.profiles import canonical_message_id, load_profiles
 
-from .simproc import SimProcess, wait_for
+from .simproc import REPO, SimProcess, wait_for
 
 PROFILES, _ = load_profiles()
 CONFIG = """
@@ -401,3 +404,20 @@ class TestProcess:
         proc = SimProcess(config, tmp_path / "sim.log")
         assert proc.stop(signal.SIGINT) == 0
         assert "Traceback" not in proc.stderr()
+
+    def test_port_in_use_is_one_line_exit_1(self, tmp_path):
+        """A port already taken ends the process with exit 1 and one 'cannot listen' line."""
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            config = tmp_path / "sim.toml"
+            config.write_text(CONFIG.replace("[sim.carriers.cmcc]\nport = 0", f"[sim.carriers.cmcc]\nport = {port}"),
+                              encoding="utf-8")
+            done = subprocess.run([sys.executable, "-m", "carriers.sim.cli", "run", "--config", str(config)],
+                                  cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                                  capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        assert done.returncode == 1
+        assert done.stdout == ""
+        assert f"smsc-sim: cannot listen on 127.0.0.1:{port}:" in done.stderr
+        assert "Traceback" not in done.stderr
