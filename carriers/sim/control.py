@@ -158,7 +158,7 @@ class ControlResource(Resource):
 
     def _mo(self, request: Request) -> object:
         body = _json_body(request)
-        unknown = set(body) - {"carrier", "from", "to", "text", "concat", "order"}
+        unknown = set(body) - {"carrier", "from", "to", "text", "concat", "order", "ref"}
         if unknown:
             raise _HttpError(400, f"{sorted(unknown)[0]}: unknown field")
         carrier = self.sim.carrier(_required_str(body, "carrier"))
@@ -174,6 +174,9 @@ class ControlResource(Resource):
         if order is not None and not (
                 isinstance(order, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in order)):
             raise _HttpError(400, "order: expected a list of segment numbers, e.g. [3, 1, 2]")
+        ref = body.get("ref")
+        if ref is not None and (not isinstance(ref, int) or isinstance(ref, bool) or not 0 <= ref <= 0xFFFF):
+            raise _HttpError(400, "ref: expected an integer 0-65535")
         mo = MoRequest(
             carrier=carrier.id,
             source=_required_str(body, "from"),
@@ -181,6 +184,7 @@ class ControlResource(Resource):
             text=text,
             concat=concat,
             order=tuple(order) if order is not None else None,
+            ref=ref,
         )
         segments = carrier.inject_mo(mo)
         return {"carrier": carrier.id, "segments": segments}

@@ -2,7 +2,8 @@
 
 Encoding and splitting come from ``bridge.encoder`` so the simulator and the bridge
 agree on UDH layouts and sizes; a carrier that joins with SAR gets the SAR TLVs
-instead of a UDH. ``order`` lets a test send the parts out of sequence.
+instead of a UDH. ``order`` lets a test send the parts out of sequence, or only some of
+them; with ``ref`` pinned, a later request can send the rest of the same reply.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class MoRequest:
     text: str
     concat: str | None = None
     order: tuple[int, ...] | None = None
+    ref: int | None = None
 
 
 def _address(number: str) -> tuple[str, int, int]:
@@ -42,6 +44,8 @@ def _address(number: str) -> tuple[str, int, int]:
 def build_mo(profile: CarrierProfile, request: MoRequest, refs: ConcatRefCounter) -> tuple[Pdu, ...]:
     """The deliver_sm templates (sequence 0) for ``request``, in sending order."""
     concat = request.concat or profile.concat
+    if request.ref is not None:
+        refs = ConcatRefCounter(capacity=1, start=request.ref)
     try:
         encoded = encode_message(request.text, destination=request.destination,
                                  mainland=profile.country_code != "*", concat=concat, refs=refs)
@@ -67,6 +71,6 @@ def build_mo(profile: CarrierProfile, request: MoRequest, refs: ConcatRefCounter
             fields["sar_segment_seqnum"] = segment.seq
         pdus[segment.seq] = Pdu("deliver_sm", 0, 0, fields)
     order = request.order or tuple(sorted(pdus))
-    if sorted(order) != sorted(pdus):
-        raise MoError(f"order: expected a permutation of 1..{len(pdus)}, got {list(order)}")
+    if not order or len(set(order)) != len(order) or not set(order) <= set(pdus):
+        raise MoError(f"order: expected distinct part numbers within 1..{len(pdus)}, got {list(order)}")
     return tuple(pdus[seq] for seq in order)
