@@ -113,6 +113,7 @@ class CarrierConfig:
     response_timeout_s: float
     enquire_link_s: float
     tls: bool
+    tls_ca_file: str | None
     profile: CarrierProfile
 
 
@@ -373,6 +374,7 @@ def _carriers(rd: _Reader, data: dict[str, Any], profiles: dict[str, CarrierProf
             response_timeout_s=rd.num(c, f"{key}.response_timeout_s", "response_timeout_s", 30.0, 0.001),
             enquire_link_s=rd.num(c, f"{key}.enquire_link_s", "enquire_link_s", 30.0, 0.001),
             tls=rd.bool(c, f"{key}.tls", "tls", False),
+            tls_ca_file=c.get("tls_ca_file") and rd.str(c, f"{key}.tls_ca_file", "tls_ca_file"),
             profile=prof,
         )
     return out

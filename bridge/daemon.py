@@ -49,6 +49,7 @@ def bind_configs(carrier: CarrierConfig, host: str, port: int) -> list[BindConfi
                 password=carrier.password, system_type=carrier.system_type, bind_type=spec.type,
                 window=carrier.window, response_timeout_s=carrier.response_timeout_s,
                 enquire_link_s=carrier.enquire_link_s, tps=carrier.tps, tls=carrier.tls,
+                tls_ca_file=carrier.tls_ca_file,
             ))
     return out
 

@@ -52,6 +52,7 @@ class BindConfig:
     connect_timeout_s: float = 10.0
     stable_after_s: float = 30.0
     tls: bool = False
+    tls_ca_file: str | None = None   # PEM roots to trust instead of the system's (self-signed SMSCs)
     service_type: str = ""
     address_range: str = ""
 

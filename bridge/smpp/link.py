@@ -53,9 +53,13 @@ def tcp_endpoint(reactor: object, config: BindConfig) -> IStreamClientEndpoint:
         endpoint = HostnameEndpoint(reactor, config.host, config.port,
                                     timeout=config.connect_timeout_s)
     if config.tls:
-        from twisted.internet.ssl import optionsForClientTLS
+        from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust
 
-        endpoint = wrapClientTLS(optionsForClientTLS(config.host), endpoint)
+        trust = platformTrust()
+        if config.tls_ca_file:
+            with open(config.tls_ca_file, "rb") as fh:
+                trust = Certificate.loadPEM(fh.read())
+        endpoint = wrapClientTLS(optionsForClientTLS(config.host, trustRoot=trust), endpoint)
     return endpoint
 
 

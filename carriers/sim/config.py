@@ -106,6 +106,9 @@ class CarrierSimConfig:
     enquire_link_s: float = 30.0
     session_init_s: float = 30.0
     delivery: DeliveryPolicy = DeliveryPolicy()
+    # SMPP over TLS: listen with this PEM certificate (and key; may be the same file).
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
 
     @property
     def id(self) -> str:
@@ -163,7 +166,7 @@ DEFAULT_BLACKLIST: tuple[str, ...] = ("13900004444", "13000004444", "13300004444
 
 # Keys allowed in [sim] (S), in [sim.carriers.<id>] (C), or both.
 _SIM_ONLY = {"control_host", "control_port", "submits_log_size", "profiles"}
-_CARRIER_ONLY = {"port", "system_id", "password", "message_id_start"}
+_CARRIER_ONLY = {"port", "system_id", "password", "message_id_start", "tls_cert_file", "tls_key_file"}
 _SHARED = {
     "host", "max_binds", "tps", "window", "receipt_delay_ms", "rules", "blacklist", "mix",
     "seed", "utc_offset_h", "enquire_link_s", "session_init_s", "response_timeout_s",
@@ -287,6 +290,8 @@ _CHECKS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "control_port": (_int_in(0, 65535), "expected a port number 0..65535 (0 = any free port)"),
     "submits_log_size": (_int_in(1), "expected a positive integer"),
     "profiles": (_text, "expected a path to a profiles TOML file"),
+    "tls_cert_file": (_text, "expected a path to a PEM certificate"),
+    "tls_key_file": (_text, "expected a path to a PEM private key"),
     "system_id": (lambda v: v if isinstance(v, str) and 0 < len(v) <= 15 else None,
                   "expected a system_id of 1..15 characters"),
     "password": (lambda v: v if isinstance(v, str) and len(v) <= 8 else None,
@@ -351,6 +356,8 @@ def _carrier(profile: CarrierProfile, numbering: Mapping[str, Numbering], index:
         enquire_link_s=values.get("enquire_link_s", 30.0),
         session_init_s=values.get("session_init_s", 30.0),
         delivery=delivery,
+        tls_cert_file=values.get("tls_cert_file"),
+        tls_key_file=values.get("tls_key_file", values.get("tls_cert_file")),
     )
     blacklist = values.get("blacklist", DEFAULT_BLACKLIST)
     return _with_blacklist(base, blacklist)

@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IListeningPort
 from twisted.web.server import Site
 
-from carriers.sim.config import SimConfig, load_config
+from carriers.sim.config import CarrierSimConfig, SimConfig, load_config
 from carriers.sim.control import ControlResource
 from carriers.sim.simulator import Simulator
 
@@ -80,6 +80,17 @@ class RunningSimulator:
         return self._stopping
 
 
+def _tls_options(config: CarrierSimConfig) -> Any:
+    """Server TLS context from the carrier's PEM certificate and key."""
+    from pathlib import Path
+
+    from twisted.internet.ssl import PrivateCertificate
+
+    cert = Path(config.tls_cert_file or "").read_bytes()
+    key = Path(config.tls_key_file or config.tls_cert_file or "").read_bytes()
+    return PrivateCertificate.loadPEM(cert + b"\n" + key).options()
+
+
 def start_simulator(config: SimConfig | None = None, reactor: Any = None) -> RunningSimulator:
     """Listen on every carrier port and the control port; raise ``CannotListenError``."""
     if reactor is None:
@@ -92,8 +103,12 @@ def start_simulator(config: SimConfig | None = None, reactor: Any = None) -> Run
         for carrier_config in config.carriers:
             factory = simulator.carriers[carrier_config.id]
             factory.noisy = False
-            listeners[carrier_config.id] = reactor.listenTCP(
-                carrier_config.port, factory, interface=carrier_config.host)
+            if carrier_config.tls_cert_file:
+                listeners[carrier_config.id] = reactor.listenSSL(
+                    carrier_config.port, factory, _tls_options(carrier_config), interface=carrier_config.host)
+            else:
+                listeners[carrier_config.id] = reactor.listenTCP(
+                    carrier_config.port, factory, interface=carrier_config.host)
         control = reactor.listenTCP(config.control_port, _QuietSite(ControlResource(simulator)),
                                     interface=config.control_host)
     except Exception:

@@ -21,10 +21,10 @@ def _receiver() -> Iterator[Receiver]:
 def _make_bridge(tmp_path: Path, receiver: Receiver) -> Iterator[Callable[..., Bridge]]:
     started: list[Bridge] = []
 
-    def make(**options: object) -> Bridge:
+    def make(wait_bound: bool = True, **options: object) -> Bridge:
         b = Bridge(tmp_path, receiver, BridgeOptions(**options))  # type: ignore[arg-type]
         started.append(b)
-        return b.start()
+        return b.start(wait_bound=wait_bound)
 
     yield make
     for b in started:

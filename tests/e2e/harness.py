@@ -108,11 +108,14 @@ class BridgeOptions:
     backoff_max_s: float = 0.5
     mo_ttl_s: float = 600.0
     external_sim: bool = False   # run smsc-sim as its own process (survives a daemon kill -9)
+    sim_carrier_extra: dict[str, str] = field(default_factory=dict)   # lines for [sim.carriers.<id>]
+    carrier_extra: dict[str, str] = field(default_factory=dict)       # lines for [carriers.<id>]
 
 
 def write_sim_config(tmp: Path, opts: BridgeOptions, fixed_ports: bool = False) -> Path:
     sim = tmp / "sim.toml"
-    ports = "".join(f"[sim.carriers.{cid}]\nport = 0\n" for cid in CARRIERS) if fixed_ports else ""
+    ports = "".join(f"[sim.carriers.{cid}]\nport = 0\n{opts.sim_carrier_extra.get(cid, '')}\n"
+                    for cid in CARRIERS) if fixed_ports else ""
     control = "control_port = 0\n" if fixed_ports else ""
     sim.write_text(f"[sim]\nreceipt_delay_ms = [1, 20]\n{control}{opts.sim_extra}\n{ports}", encoding="utf-8")
     return sim
@@ -128,7 +131,7 @@ def write_config(tmp: Path, receiver: Receiver, opts: BridgeOptions, sim_ports: 
         target = f"host = \"127.0.0.1\"\nport = {sim_ports[cid]}\n" if sim_ports else ""
         carriers += (f"[carriers.{cid}]\n{target}binds = [{{ type = \"transceiver\", count = 1 }}]\n"
                      f"window = {opts.window}\nresponse_timeout_s = {opts.response_timeout_s}\n"
-                     "enquire_link_s = 5.0\n")
+                     f"enquire_link_s = 5.0\n{opts.carrier_extra.get(cid, '')}\n")
     cfg = tmp / "bridge.toml"
     cfg.write_text(f"""
 [api]
