@@ -1,0 +1,26 @@
+"""The chaos run in its small mode: faults, two kill -9s, receiver outage, and no loss."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_small_chaos_run_loses_nothing(tmp_path: Path) -> None:
+    """Every accepted message ends with one acked report and every MO is forwarded despite the chaos."""
+    out = tmp_path / "chaos.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "chaos.py"), "--messages", "300", "--rate", "100", "--kills", "2",
+         "--mo", "8", "--settle-timeout", "90", "--json-out", str(out)],
+        capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    print(done.stdout[-3000:])
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["lost"] is False and result["kills"] == 2
+    assert result["messages_accepted"] == 300 and result["final"] == 300
+    assert result["mo_injected"] == 8 and result["mo_missing"] == 0
+    assert result["unflagged_duplicates"] == 0

@@ -1,0 +1,362 @@
+"""Chaos run: traffic through the real daemon and simulator while both misbehave.
+
+During the run the simulator drops connections, answers slowly, refuses binds and stops
+answering for a while; one carrier throttles all along; the daemon is ``kill -9``ed at
+random moments and restarted; the callback receiver is down for a stretch. Afterwards
+it checks that nothing was lost: every accepted message is final with exactly one
+acknowledged report, every injected MO reached the uplink receiver, and the only
+duplicate submits are segments the bridge flagged as possibly sent twice.
+
+    python tools/chaos.py                 # 3,000 messages, 3 kills
+    python tools/chaos.py --messages 300 --kills 2 --json-out chaos.json
+
+Exit status 0 when nothing was lost, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tools.lab import (  # noqa: E402 (path set up above when run as a script)
+    APP_TOKEN,
+    CHANNEL,
+    Child,
+    LabConfig,
+    Receiver,
+    http_json,
+    start_bridge,
+    start_sim,
+    wait_until,
+    write_bridge_config,
+)
+
+PREFIXES = ("138", "130", "133", "192")   # cmcc, cucc, ctcc, cbn
+FAILING_SUFFIXES = {"0000", "1111", "2222", "3333"}
+
+
+@dataclass
+class ChaosResult:
+    messages_accepted: int = 0
+    requests_retried: int = 0
+    mo_injected: int = 0
+    kills: int = 0
+    faults: list[str] = field(default_factory=list)
+    final: int = 0
+    unanswered_but_stored: int = 0
+    not_final: int = 0
+    reports_acked_in_store: int = 0
+    missing_reports: int = 0
+    duplicate_report_rows: int = 0
+    duplicate_pushes_seen: int = 0
+    mo_missing: int = 0
+    duplicate_submits: int = 0
+    unflagged_duplicates: int = 0
+    seconds: float = 0.0
+
+    @property
+    def lost(self) -> bool:
+        return bool(self.not_final or self.missing_reports or self.duplicate_report_rows or self.mo_missing
+                    or self.unflagged_duplicates)
+
+
+class _Numbers:
+    """Unique recipients whose last four digits trigger no simulator failure rule."""
+
+    def __init__(self) -> None:
+        self._i = 0
+
+    def next(self) -> str:
+        while True:
+            self._i += 1
+            tail = f"{self._i:08d}"
+            if tail[-4:] not in FAILING_SUFFIXES:
+                return f"+86{PREFIXES[self._i % len(PREFIXES)]}{tail}"
+
+
+class Chaos:
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.rng = random.Random(args.seed)
+        self.cfg = LabConfig(workdir=workdir, receipt_delay_ms=(5, 100), window=20, response_timeout_s=2.0,
+                             backoff_initial_s=0.2, backoff_max_s=1.0,
+                             sim_extra={"cmcc": "tps = 150"})   # one carrier throttles throughout
+        self.receiver = Receiver()
+        self.result = ChaosResult()
+        self.accepted: list[str] = []
+        self.mo_texts: list[str] = []
+        self.sim: Child | None = None
+        self.bridge: Child | None = None
+        self._bridge_lock = threading.Lock()
+        self._load_done = threading.Event()
+
+    # -- processes --------------------------------------------------------------------------
+
+    @property
+    def api(self) -> str:
+        assert self.bridge is not None
+        return f"http://127.0.0.1:{self.bridge.ready['api']}"
+
+    @property
+    def control(self) -> str:
+        assert self.sim is not None
+        return f"http://127.0.0.1:{self.sim.ready['control']}"
+
+    def start(self) -> None:
+        self.sim = start_sim(self.cfg)
+        self.config_path = write_bridge_config(self.cfg, self.sim.ready["ports"], self.receiver)
+        self.bridge = start_bridge(self.cfg, self.config_path)
+
+    def restart_bridge(self) -> None:
+        with self._bridge_lock:
+            self.bridge = start_bridge(self.cfg, self.config_path)
+
+    def fault(self, carrier: str, mode: str, **extra: Any) -> None:
+        http_json("POST", f"{self.control}/faults", {"carrier": carrier, "mode": mode, **extra})
+        self.result.faults.append(f"{carrier}:{mode}")
+
+    # -- load -------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        try:
+            self._load()
+        finally:
+            self._load_done.set()
+
+    def _load(self) -> None:
+        numbers = _Numbers()
+        request = 0
+        sent = 0
+        interval = 1.0 / self.args.rate
+        while sent < self.args.messages:
+            request += 1
+            batch = [numbers.next() for _ in range(min(self.rng.randint(1, 20), self.args.messages - sent))]
+            long_text = self.rng.random() < 0.2
+            for attempt in range(1, 200):
+                tag = f"r{request}a{attempt}"
+                body = f"chaos {tag} " + ("长消息" * 40 if long_text else "hello")
+                payload = {"from": CHANNEL, "to": batch, "body": body,
+                           "statusCallback": self.receiver.url("/reports")}
+                try:
+                    status, answer = http_json("POST", f"{self.api}/v1/sms", payload, APP_TOKEN, timeout=10)
+                except OSError:
+                    status, answer = 0, None
+                if status == 200:
+                    self.accepted += [r["smsMsgId"] for r in answer["result"]]
+                    break
+                self.result.requests_retried += 1
+                time.sleep(0.2)   # the daemon is down or draining: a client backs off and retries
+            sent += len(batch)
+            time.sleep(interval * len(batch))
+
+    def inject_mo(self, n: int) -> None:
+        text = f"chaos reply {n}"
+        source = f"861380000{n:04d}"
+        if source[-4:] in FAILING_SUFFIXES:
+            source = source[:-1] + "9"
+        for _ in range(100):
+            status, _ = http_json("POST", f"{self.control}/mo",
+                                  {"carrier": "cucc", "from": source, "to": CHANNEL, "text": text})
+            if status == 200:
+                self.mo_texts.append(text)
+                return
+            time.sleep(0.2)   # 409: no receiver bound right now (daemon restarting)
+
+    # -- the run ----------------------------------------------------------------------------
+
+    def run(self) -> ChaosResult:
+        t0 = time.monotonic()
+        self.start()
+        loader = threading.Thread(target=self.load, daemon=True)
+        loader.start()
+        duration = self.args.messages / self.args.rate
+        events = self._schedule(duration)
+        mo_every = duration / max(1, self.args.mo)
+        next_mo, mo_n = 0.0, 0
+        start = time.monotonic()
+        while not self._load_done.is_set() or events:
+            now = time.monotonic() - start
+            while events and events[0][0] <= now:
+                _, action = events.pop(0)
+                action()
+            if mo_n < self.args.mo and now >= next_mo:
+                mo_n += 1
+                self.inject_mo(mo_n)
+                next_mo += mo_every
+            if now > duration * 4 + 120:
+                raise TimeoutError("load did not finish")
+            time.sleep(0.05)
+        while mo_n < self.args.mo:
+            mo_n += 1
+            self.inject_mo(mo_n)
+        loader.join()
+        self.fault("*", "none")
+        self.receiver.down = False
+        self._settle()
+        self._check()
+        self.result.seconds = round(time.monotonic() - t0, 1)
+        return self.result
+
+    def _schedule(self, duration: float) -> list[tuple[float, Any]]:
+        rng = self.rng
+        at = lambda lo, hi: rng.uniform(lo * duration, hi * duration)  # noqa: E731
+        events: list[tuple[float, Any]] = []
+        carriers = ["cucc", "ctcc", "cbn", "intl"]
+
+        def window(start: float, length: float, on: Any, off: Any) -> None:
+            events.append((start, on))
+            events.append((start + length, off))
+
+        events.append((at(0.1, 0.3), lambda: self.fault(rng.choice(carriers), "drop")))
+        c1 = rng.choice(carriers)
+        window(at(0.2, 0.4), 1.5, lambda: self.fault(c1, "slow", latency_ms=[100, 400]),
+               lambda: self.fault(c1, "none"))
+        c2 = rng.choice(carriers)
+        window(at(0.4, 0.6), 2.0, lambda: self.fault(c2, "refuse_binds"), lambda: self.fault(c2, "none"))
+        events.append((at(0.4, 0.6) + 0.1, lambda: self.fault(c2, "drop")))
+        c3 = rng.choice(carriers)
+        window(at(0.6, 0.8), 1.5, lambda: self.fault(c3, "no_response"), lambda: self.fault(c3, "none"))
+        window(at(0.3, 0.7), 2.0, self._receiver_down, self._receiver_up)
+        for k in range(self.args.kills):
+            events.append((at((k + 0.2) / self.args.kills, (k + 0.8) / self.args.kills), self._kill_and_restart))
+        events.sort(key=lambda e: e[0])
+        return events
+
+    def _receiver_down(self) -> None:
+        self.receiver.down = True
+        self.result.faults.append("receiver:down")
+
+    def _receiver_up(self) -> None:
+        self.receiver.down = False
+
+    def _kill_and_restart(self) -> None:
+        assert self.bridge is not None
+        self.bridge.kill9()
+        self.result.kills += 1
+        time.sleep(self.rng.uniform(0.2, 0.8))   # the daemon stays dead for a moment, as in a real crash
+        self.restart_bridge()
+
+    # -- verdict ----------------------------------------------------------------------------
+
+    def _settle(self) -> None:
+        wanted = set(self.accepted)
+
+        def all_reported() -> bool:
+            got = {b["smsMsgId"] for b in self.receiver.acked("/reports")}
+            mo = {b["body"] for b in self.receiver.acked("/uplink")}
+            return wanted <= got and set(self.mo_texts) <= mo and self._unfinished_in_store() == 0
+
+        try:
+            wait_until(all_reported, self.args.settle_timeout, "every report and uplink")
+        except TimeoutError as exc:
+            print(f"chaos: {exc}", file=sys.stderr)
+        assert self.bridge is not None
+        self.bridge.stop()
+
+    def _unfinished_in_store(self) -> int:
+        """Messages the daemon committed (answered or not: a kill can fall in between) not yet reported."""
+        con = sqlite3.connect(f"file:{self.cfg.workdir / 'bridge.db'}?mode=ro", uri=True, timeout=5)
+        try:
+            return con.execute("SELECT COUNT(*) FROM messages WHERE state != 'final' OR reported = 0").fetchone()[0]
+        finally:
+            con.close()
+
+    def _check(self) -> None:
+        r = self.result
+        r.messages_accepted = len(self.accepted)
+        r.mo_injected = len(self.mo_texts)
+        con = sqlite3.connect(self.cfg.workdir / "bridge.db")
+        try:
+            states = dict(con.execute("SELECT id, state FROM messages").fetchall())
+            report_rows = Counter(ref for (ref,) in con.execute(
+                "SELECT ref_id FROM outbox WHERE kind = 'report' AND state = 'acked'"))
+            all_report_rows = Counter(ref for (ref,) in con.execute(
+                "SELECT ref_id FROM outbox WHERE kind = 'report'"))
+            flagged = {dest.lstrip("+") for (dest,) in con.execute(
+                "SELECT DISTINCT destination_addr FROM segments WHERE possible_duplicate = 1")}
+        finally:
+            con.close()
+        r.final = sum(1 for m in self.accepted if states.get(m) == "final")
+        # Messages committed but never answered (a kill between commit and answer) count too.
+        r.unanswered_but_stored = len(set(states) - set(self.accepted))
+        r.not_final = (r.messages_accepted - r.final) + sum(1 for st in states.values() if st != "final")
+        r.reports_acked_in_store = sum(1 for m in self.accepted if report_rows.get(m) == 1)
+        r.missing_reports = r.messages_accepted - r.reports_acked_in_store
+        r.duplicate_report_rows = sum(1 for m in self.accepted if all_report_rows.get(m, 0) > 1)
+        pushes = self.receiver.counts("/reports", "smsMsgId")
+        r.duplicate_pushes_seen = sum(n - 1 for n in pushes.values() if n > 1)
+        uplinks = {b["body"] for b in self.receiver.acked("/uplink")}
+        r.mo_missing = sum(1 for t in self.mo_texts if t not in uplinks)
+        _, answer = http_json("GET", f"{self.control}/submits?accepted=1&limit=10000000")
+        seen = Counter((s["destination_addr"], s["text"]) for s in answer["submits"])
+        dups = [(dest, n) for (dest, _text), n in seen.items() if n > 1]
+        r.duplicate_submits = sum(n - 1 for _, n in dups)
+        r.unflagged_duplicates = sum(1 for dest, _ in dups if dest not in flagged)
+
+    def close(self) -> None:
+        for child in (self.bridge, self.sim):
+            if child is not None:
+                child.stop(10)
+        self.receiver.close()
+
+
+def _print(result: ChaosResult) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="chaos run" + ("  LOSS" if result.lost else "  no loss"))
+    table.add_column("check")
+    table.add_column("value", justify="right")
+    for key, value in asdict(result).items():
+        if key != "faults":
+            table.add_row(key.replace("_", " "), str(value))
+    table.add_row("faults injected", ", ".join(result.faults))
+    Console().print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="chaos", description=__doc__.split("\n\n")[0])
+    p.add_argument("--messages", type=int, default=3000)
+    p.add_argument("--rate", type=float, default=150.0, help="offered messages per second")
+    p.add_argument("--mo", type=int, default=50, help="MO replies to inject")
+    p.add_argument("--kills", type=int, default=3, help="kill -9 of the daemon (at least 2 recommended)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--settle-timeout", type=float, default=180.0)
+    p.add_argument("--json-out", type=Path, default=None)
+    p.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = p.parse_args(argv)
+    if args.messages < 1 or args.rate <= 0 or args.kills < 0 or args.mo < 0:
+        p.error("--messages, --rate must be positive; --kills, --mo not negative")
+    workdir = Path(tempfile.mkdtemp(prefix="smpp-chaos-"))
+    chaos = Chaos(args, workdir)
+    try:
+        result = chaos.run()
+    finally:
+        chaos.close()
+    _print(result)
+    if args.json_out:
+        args.json_out.write_text(json.dumps({**asdict(result), "lost": result.lost}, indent=2))
+    if args.keep:
+        print(f"work directory: {workdir}", file=sys.stderr)
+    else:
+        import shutil
+
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if result.lost else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""A lab bench for operator tools: the simulator and the daemon as child processes, a
+recording HTTP receiver, and the configs that tie them together. Loopback only, ports
+picked by the OS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "APP_TOKEN", "CARRIERS", "CHANNEL", "OPERATOR_TOKEN", "Child", "LabConfig", "Receiver", "http_json",
+    "start_bridge", "start_sim", "wait_until", "write_bridge_config", "write_sim_config",
+]
+
+APP_TOKEN = "lab-app-token"
+OPERATOR_TOKEN = "lab-operator-token"
+CHANNEL = "10690001"
+CARRIERS = ("cmcc", "cucc", "ctcc", "cbn", "intl")
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def http_json(method: str, url: str, body: Any = None, token: str | None = None,
+              timeout: float = 15.0) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read()
+            status = resp.status
+    except urllib.error.HTTPError as exc:
+        raw, status = exc.read(), exc.code
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode("utf-8", "replace")
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """A client (the daemon) killed mid-request is part of the plan, not an error to print."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass
+
+
+class Receiver:
+    """Records every POST body by path; answers 503 while ``down``."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.bodies: dict[str, list[dict[str, Any]]] = {}
+        self.refused = 0
+        self._lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802 (stdlib API)
+                raw = self.rfile.read(int(self.headers.get("content-length", "0")))
+                status = 503 if outer.down else 200
+                with outer._lock:
+                    if status == 200:
+                        outer.bodies.setdefault(self.path, []).append(json.loads(raw))
+                    else:
+                        outer.refused += 1
+                self.send_response(status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = _QuietServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def acked(self, path: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.bodies.get(path, ()))
+
+    def counts(self, path: str, key: str) -> Counter[str]:
+        return Counter(str(b.get(key)) for b in self.acked(path))
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@dataclass
+class Child:
+    """A child process that printed a JSON ready line."""
+
+    proc: subprocess.Popen[bytes]
+    ready: dict[str, Any]
+    log_path: Path
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill9(self) -> None:
+        if self.alive():
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                return self.proc.wait(10)
+        return self.proc.returncode
+
+
+def _read_ready(proc: subprocess.Popen[bytes], log_path: Path, timeout: float) -> dict[str, Any]:
+    assert proc.stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    buf = b""
+    try:
+        while b"\n" not in buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or proc.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
+                raise RuntimeError(f"{proc.args[2]} did not get ready:\n{tail}")
+            if sel.select(left):
+                buf += os.read(proc.stdout.fileno(), 4096)
+    finally:
+        sel.close()
+    return json.loads(buf.split(b"\n", 1)[0])
+
+
+def _spawn(module: str, config: Path, log_path: Path, cwd: Path, timeout: float) -> Child:
+    log = log_path.open("ab")
+    proc = subprocess.Popen([sys.executable, "-m", module, "run", "--config", str(config)],
+                            stdout=subprocess.PIPE, stderr=log, cwd=cwd,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    log.close()
+    return Child(proc, _read_ready(proc, log_path, timeout), log_path)
+
+
+@dataclass
+class LabConfig:
+    """What differs between lab runs; everything else is the lab's fixed setup."""
+
+    workdir: Path
+    receipt_delay_ms: tuple[int, int] = (5, 50)
+    sim_tps: int = 100_000
+    sim_window: int = 1_000
+    window: int = 50
+    tps: float | None = None
+    binds: int = 1
+    commit_interval_ms: int = 5
+    response_timeout_s: float = 5.0
+    backoff_initial_s: float = 0.2
+    backoff_max_s: float = 2.0
+    sim_extra: dict[str, str] = field(default_factory=dict)   # [sim.carriers.<id>] lines
+
+
+def write_sim_config(cfg: LabConfig) -> Path:
+    path = cfg.workdir / "sim.toml"
+    lo, hi = cfg.receipt_delay_ms
+    text = (f"[sim]\ncontrol_port = 0\nreceipt_delay_ms = [{lo}, {hi}]\ntps = {cfg.sim_tps}\n"
+            f"window = {cfg.sim_window}\nmax_binds = 16\n")
+    for cid in CARRIERS:
+        text += f"[sim.carriers.{cid}]\nport = 0\n{cfg.sim_extra.get(cid, '')}\n"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_bridge_config(cfg: LabConfig, sim_ports: dict[str, int], receiver: Receiver) -> Path:
+    path = cfg.workdir / "bridge.toml"
+    tps = f"tps = {cfg.tps}\n" if cfg.tps else ""
+    carriers = "".join(
+        f"[carriers.{cid}]\nhost = \"127.0.0.1\"\nport = {sim_ports[cid]}\n"
+        f"binds = [{{ type = \"transceiver\", count = {cfg.binds} }}]\nwindow = {cfg.window}\n{tps}"
+        f"response_timeout_s = {cfg.response_timeout_s}\nenquire_link_s = 10.0\n\n" for cid in CARRIERS)
+    path.write_text(f"""
+[api]
+host = "127.0.0.1"
+port = 0
+operator_token = "{OPERATOR_TOKEN}"
+
+[store]
+path = "{cfg.workdir / 'bridge.db'}"
+commit_interval_ms = {cfg.commit_interval_ms}
+
+[logging]
+level = "warning"
+format = "json"
+
+[simulator]
+embedded = false
+
+[rules]
+quiet_hours = ["00:00", "00:00"]
+
+[callbacks]
+timeout_s = 5.0
+backoff_initial_s = {cfg.backoff_initial_s}
+backoff_max_s = {cfg.backoff_max_s}
+concurrency = 32
+
+{carriers}
+[[apps]]
+id = "lab"
+token = "{APP_TOKEN}"
+uplink_url = "{receiver.url('/uplink')}"
+
+[[channels]]
+number = "{CHANNEL}"
+signature = "HUAWEI"
+app = "lab"
+
+[[templates]]
+id = "otp"
+text = "Your code is ${{NUM_6}}."
+class = "otp"
+""", encoding="utf-8")
+    return path
+
+
+def start_sim(cfg: LabConfig, timeout: float = 30.0) -> Child:
+    return _spawn("carriers.sim.cli", write_sim_config(cfg), cfg.workdir / "sim.log", cfg.workdir, timeout)
+
+
+def start_bridge(cfg: LabConfig, config_path: Path, timeout: float = 30.0) -> Child:
+    child = _spawn("bridge.cli", config_path, cfg.workdir / "bridge.log", cfg.workdir, timeout)
+    api = f"http://127.0.0.1:{child.ready['api']}"
+
+    def bound() -> bool:
+        status, health = http_json("GET", f"{api}/healthz")
+        return status == 200 and health["bound"] == health["binds"] > 0
+
+    wait_until(bound, timeout, "every bind bound")
+    return child
