@@ -121,3 +121,24 @@ def _post_status(bridge: Bridge) -> int | None:
                                                                "body": "x"})[0]
     except OSError:
         return None
+
+
+class TestAccessAndLimits:
+    def test_oversized_body_is_refused_before_parsing(self, bridge: Bridge) -> None:
+        """A body over api.max_body_bytes gets 413 from its Content-Length, and nothing is stored."""
+        huge = b'{"from": "10690001", "to": ["+8613812345678"], "body": "' + b"x" * 2_000_000 + b'"}'
+        status, answer = bridge.request("POST", f"{bridge.api}/v1/sms", raw=huge)
+        assert status == 413 and answer["code"] == "E200017"
+
+    def test_admin_calls_need_the_operator_token(self, bridge: Bridge) -> None:
+        """Application tokens cannot list applications or the blacklist; the operator token can."""
+        for path in ("/v1/apps", f"/v1/blacklist?channel={CHANNEL}"):
+            assert bridge.request("GET", f"{bridge.api}{path}", token=APP_TOKEN)[0] == 401
+            assert bridge.request("GET", f"{bridge.api}{path}", token=OPERATOR_TOKEN)[0] == 200
+        assert bridge.request("GET", f"{bridge.api}/v1/binds", token=None)[0] == 401
+
+    def test_other_applications_messages_are_invisible(self, bridge: Bridge) -> None:
+        """A message id is only readable with its own application's token or the operator's."""
+        mid = bridge.send(["+8613812370301"], callback=False)["result"][0]["smsMsgId"]
+        assert bridge.request("GET", f"{bridge.api}/v1/sms/{mid}", token="not-a-token")[0] == 401
+        assert bridge.request("GET", f"{bridge.api}/v1/sms/{mid}", token=OPERATOR_TOKEN)[0] == 200
