@@ -17,6 +17,7 @@ from typing import Any
 from bridge.config import AppConfig, BridgeConfig
 from bridge.encoder import ConcatRefCounter, MessageTooLongError, encode_message
 from bridge.finaliser import iso_time
+from bridge.ids import new_message_id
 from bridge.models import MessageState, NewMessage, NewSegment
 from bridge.numbers import InvalidNumberError, normalise_number
 from bridge.routing import Router, RoutingError
@@ -82,11 +83,6 @@ class Accepted:
     finals: tuple[tuple[str, Verdict], ...]   # message id -> pre-send verdict
 
 
-def new_message_id(now: float) -> str:
-    """Time-ordered, unguessable ids: sortable in exports, useless to enumerate."""
-    return f"{int(now * 1000):011x}{secrets.token_hex(8)}"
-
-
 def _field(body: Mapping[str, Any], name: str, kind: type | tuple[type, ...], required: bool) -> Any:
     value = body.get(name)
     if value is None:
@@ -118,10 +114,14 @@ class IntakeService:
     def parse_body(self, raw: bytes) -> dict[str, Any]:
         try:
             body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
             raise IntakeError("E200001", f"body: not valid JSON ({exc.__class__.__name__})") from None
         if not isinstance(body, dict):
             raise IntakeError("E200001", "body: expected a JSON object")
+        try:  # json lets unpaired surrogates through ("\\ud800"); they cannot be stored or sent
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise IntakeError("E200001", "body: a string holds an unpaired UTF-16 surrogate") from None
         return body
 
     def accept(self, app: AppConfig, body: Mapping[str, Any]) -> Accepted:

@@ -39,7 +39,7 @@ import structlog
 
 from bridge.config import AppConfig, BridgeConfig, ChannelConfig
 from bridge.finaliser import iso_time
-from bridge.intake import new_message_id
+from bridge.ids import new_message_id
 from bridge.logs import mask_number
 from bridge.models import NewMo
 from bridge.numbers import InvalidNumberError, normalise_number
