@@ -25,6 +25,7 @@ from bridge.intake import IntakeService
 from bridge.logs import configure_logging
 from bridge.metrics import MetricsSources, render_metrics
 from bridge.mo import MoHandler
+from bridge.openapi import openapi_document
 from bridge.outbox import Pusher
 from bridge.receipts import StatusMap
 from bridge.routing import Router
@@ -72,7 +73,7 @@ class Daemon:
         self._lock = try_lock_store(cfg.store.path)
         if self._lock is None:
             raise RuntimeError(f"store {cfg.store.path} is in use by another smpp-bridge process")
-        self.store = store = Store(cfg.store.path, clock=reactor,
+        self.store = store = Store(cfg.store.path, clock=reactor, fsync_in_thread=cfg.store.fsync_in_thread,
                                    commit_interval_s=cfg.store.commit_interval_ms / 1000)
         targets = {cid: (c.host, c.port) for cid, c in cfg.carriers.items()}
         if cfg.simulator.embedded:
@@ -98,6 +99,7 @@ class Daemon:
         self.api_state = ApiState(
             binds=self.dispatcher.bind_status, health=self._health, after_accept=self._after_accept,
             metrics=render_metrics(self._metric_sources()),
+            openapi=lambda: openapi_document(cfg),
         )
         site = build_site(cfg, store, self.intake, self.finaliser, self.api_state)
         self.api_port = reactor.listenTCP(cfg.api.port, site, interface=cfg.api.host)

@@ -54,12 +54,18 @@ class Finaliser:
         self.reports_queued = 0
 
     def segment_final(self, segment_id: int, status: str, org_code: str,
-                      submit_status: int | None = None) -> str | None:
-        """Record a final segment; returns the message id if this made the message final."""
+                      submit_status: int | None = None, *, total: int | None = None) -> str | None:
+        """Record a final segment; returns the message id if this made the message final.
+
+        ``total`` (when the caller knows it) spares single-segment messages, most of the
+        traffic, the look at their sibling segments.
+        """
         now = self._now()
         message_id = self._store.record_segment_final(segment_id, status, org_code, now, submit_status)
         if message_id is None:
             return None
+        if total == 1:
+            return message_id if self.message_final(message_id, status, org_code, 1, now) else None
         return message_id if self.check_message(message_id, now) else None
 
     def check_message(self, message_id: str, now: float | None = None) -> bool:
@@ -78,11 +84,11 @@ class Finaliser:
                       now: float | None = None) -> bool:
         """Finalise a message (also used by pre-send rules) and queue its status report."""
         now = self._now() if now is None else now
-        if not self._store.finalise_message(message_id, status, org_code, sequence, now):
+        msg = self._store.finalise_message(message_id, status, org_code, sequence, now)
+        if msg is None:
             return False
         self.finalised[status] = self.finalised.get(status, 0) + 1
-        msg = self._store.get_message(message_id)
-        if msg is not None and msg.status_callback:
+        if msg.status_callback:
             payload = report_payload(msg, status, org_code, self._describe(org_code), sequence, now)
             if self._store.queue_push("report", message_id, msg.status_callback, payload, now) is not None:
                 self.reports_queued += 1

@@ -106,7 +106,7 @@ class InboundHandler:
         elif match.state == "final":
             outcome = ReceiptOutcome.DUPLICATE
         else:
-            self._finaliser.segment_final(match.segment_id, mapped.status, mapped.org_code)
+            self._finaliser.segment_final(match.segment_id, mapped.status, mapped.org_code, total=match.total)
             outcome = ReceiptOutcome.APPLIED
         if raw_id is None:
             self._store.insert_raw_receipt(carrier, cid, receipt_to_json(receipt), now, segment_id, outcome)

@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 from sqlite_utils import Database, Migrations
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 
 from bridge.models import (
     MessageRecord,
@@ -131,6 +132,7 @@ class SegmentMatch:
     segment_id: int
     message_id: str
     state: str
+    total: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +163,7 @@ class Store:
     """SQLite store with group commit. All methods run on the reactor thread."""
 
     def __init__(self, path: Path | str, *, clock: Any, commit_interval_s: float = 0.005,
-                 synchronous: str = "FULL") -> None:
+                 synchronous: str = "FULL", fsync_in_thread: bool = False) -> None:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = path
@@ -169,13 +171,21 @@ class Store:
         self.db.execute("PRAGMA busy_timeout = 5000")
         if str(path) != ":memory:":
             self.db.enable_wal()
-        self.db.execute(f"PRAGMA synchronous = {synchronous}")
+        # fsync_in_thread: COMMIT only write()s the WAL (synchronous=NORMAL) and the WAL is
+        # fsync'ed on a worker thread; waiters fire after that fsync, so durability is the
+        # same as synchronous=FULL but the reactor never blocks on the disk.
+        self._thread_sync = fsync_in_thread and str(path) != ":memory:"
+        self.db.execute(f"PRAGMA synchronous = {'NORMAL' if self._thread_sync else synchronous}")
         migrations.apply(self.db)
         self._conn: sqlite3.Connection = self.db.conn
         self._clock = clock
         self._interval = commit_interval_s
         self._waiters: list[Deferred[None]] = []
         self._timer: Any = None
+        self._unsynced: list[Deferred[None]] = []   # committed, waiting for the next WAL fsync
+        self._dirty = False                          # committed since the last fsync started
+        self._syncing = False
+        self._wal_fd: int | None = None
         self.commits = 0
         self.commit_seconds = 0.0
         self.closed = False
@@ -199,7 +209,11 @@ class Store:
         """A Deferred that fires once everything written so far is committed."""
         d: Deferred[None] = Deferred()
         if not self._conn.in_transaction:
-            d.callback(None)
+            if self._syncing or self._dirty:
+                self._unsynced.append(d)
+                self._start_sync()
+            else:
+                d.callback(None)
             return d
         self._waiters.append(d)
         if self._timer is None:
@@ -226,13 +240,51 @@ class Store:
                 raise StoreError(f"commit failed: {exc}") from exc
             self.commit_seconds += time.perf_counter() - t0
             self.commits += 1
+            if self._thread_sync:
+                self._dirty = True
+                self._unsynced.extend(waiters)
+                self._start_sync()
+                return
         for d in waiters:
             d.callback(None)
+
+    def _start_sync(self) -> None:
+        if self._syncing or not (self._dirty or self._unsynced):
+            return
+        from twisted.internet.threads import deferToThreadPool
+
+        batch, self._unsynced = self._unsynced, []
+        self._dirty = False
+        self._syncing = True
+        if self._wal_fd is None:
+            self._wal_fd = os.open(f"{self.path}-wal", os.O_RDONLY)
+        d = deferToThreadPool(self._clock, self._clock.getThreadPool(), os.fsync, self._wal_fd)
+        d.addBoth(self._synced, batch)
+
+    def _synced(self, result: Any, batch: list[Deferred[None]]) -> None:
+        self._syncing = False
+        failed = isinstance(result, Failure)
+        if failed:
+            log.critical("store.fsync_failed", error=str(result.value))
+        for d in batch:
+            if failed:
+                d.errback(StoreError(f"fsync failed: {result.value}"))
+            else:
+                d.callback(None)
+        self._start_sync()
 
     def close(self) -> None:
         if self.closed:
             return
         self.flush()
+        if self._wal_fd is not None:
+            os.fsync(self._wal_fd)
+            os.close(self._wal_fd)
+            self._wal_fd = None
+        waiters, self._unsynced = self._unsynced, []
+        self._dirty = False
+        for d in waiters:
+            d.callback(None)
         self.closed = True
         self.db.close()
 
@@ -325,13 +377,10 @@ class Store:
     def record_segment_final(self, segment_id: int, status: str, org_code: str, now: float,
                              submit_status: int | None = None) -> str | None:
         """Mark a segment final; returns its message id, or None if it was already final."""
-        cur = self._w("UPDATE segments SET state = 'final', status = ?, org_code = ?, done_at = ?,"
-                      " submit_status = COALESCE(?, submit_status) WHERE id = ? AND state != 'final'",
-                      (status, org_code, now, submit_status, segment_id))
-        if cur.rowcount == 0:
-            return None
-        row = self._r("SELECT message_id FROM segments WHERE id = ?", (segment_id,))
-        return row[0][0] if row else None
+        rows = self._w("UPDATE segments SET state = 'final', status = ?, org_code = ?, done_at = ?,"
+                       " submit_status = COALESCE(?, submit_status) WHERE id = ? AND state != 'final'"
+                       " RETURNING message_id", (status, org_code, now, submit_status, segment_id)).fetchall()
+        return rows[0][0] if rows else None
 
     def segments_of(self, message_id: str) -> list[tuple[int, str, str | None, str | None]]:
         """(seq, state, status, org_code) per segment."""
@@ -339,15 +388,20 @@ class Store:
                        (message_id,))
 
     def find_segment(self, carrier: str, canonical_id: str) -> SegmentMatch | None:
-        rows = self._r("SELECT id, message_id, state FROM segments WHERE carrier = ? AND carrier_msg_id = ?"
+        rows = self._r("SELECT id, message_id, state, total FROM segments WHERE carrier = ? AND carrier_msg_id = ?"
                        " ORDER BY id DESC LIMIT 1", (carrier, canonical_id))
         return SegmentMatch(*rows[0]) if rows else None
 
     def finalise_message(self, message_id: str, status: str, org_code: str, final_seq: int,
-                         now: float) -> bool:
-        return self._w("UPDATE messages SET state = 'final', status = ?, org_code = ?, final_seq = ?,"
-                       " final_at = ? WHERE id = ? AND state != 'final'",
-                       (status, org_code, final_seq, now, message_id)).rowcount > 0
+                         now: float) -> MessageRecord | None:
+        """Make a message final; returns it, or None if it already was."""
+        rows = self._w("UPDATE messages SET state = 'final', status = ?, org_code = ?, final_seq = ?,"
+                       f" final_at = ? WHERE id = ? AND state != 'final' RETURNING {_MESSAGE_COLUMNS}",
+                       (status, org_code, final_seq, now, message_id)).fetchall()
+        if not rows:
+            return None
+        r = rows[0]
+        return MessageRecord(*r[:14], bool(r[14]))
 
     def overdue_segments(self, submitted_before: float, limit: int = 1000) -> list[int]:
         return [r[0] for r in self._r("SELECT id FROM segments WHERE state = 'submitted' AND submitted_at < ?"
