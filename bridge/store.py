@@ -9,6 +9,7 @@ hundreds of state changes. A backend for PostgreSQL would implement the same met
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -234,7 +235,8 @@ class Store:
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 log.critical("store.commit_failed", error=str(exc))
-                self._conn.rollback()
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.rollback()
                 for d in waiters:
                     d.errback(StoreError(f"commit failed: {exc}"))
                 raise StoreError(f"commit failed: {exc}") from exc
