@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import http.client
 import json
 import math
 import os
 import random
 import resource
-import selectors
 import shutil
 import signal
 import subprocess
@@ -43,6 +41,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tools.lab import Child, LabError, die_with_parent  # noqa: E402 (path set up above for scripts)
+from tools.lab import wait_until as lab_wait_until  # noqa: E402
 
 APP_TOKEN = "bench-app-token"
 OPERATOR_TOKEN = "bench-operator-token"
@@ -68,10 +72,9 @@ LONG_TEXT = ("尊敬的客户，您的订单已于今日发货，快递单号请
 TARGETS = {"end_to_end_rate": 1000.0, "latency_p99_ms": 50.0, "peak_rss_mb": 200.0}
 SAMPLE_S = 0.5
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-REPO = Path(__file__).resolve().parent.parent
 
 
-class BenchError(RuntimeError):
+class BenchError(LabError):
     """The benchmark could not run or complete; one line for the operator."""
 
 
@@ -174,12 +177,6 @@ class MemoryResult:
 
 # -- processes --------------------------------------------------------------------------------
 
-def _die_with_parent() -> None:
-    """Children get SIGKILL if the benchmark itself is killed (Linux only)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def proc_usage(pid: int) -> Usage:
     """utime+stime and VmRSS/VmHWM of ``pid``; zeros once the process is gone."""
     try:
@@ -199,12 +196,6 @@ def self_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def _child_env() -> dict[str, str]:
-    """The checkout importable in the children even without an editable install."""
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
-
-
 def check_environment() -> None:
     """One clear line instead of a child's traceback when run outside the project's venv."""
     import importlib.util
@@ -214,61 +205,6 @@ def check_environment() -> None:
     if missing:
         raise BenchError(f"missing {', '.join(missing)}: run inside the project's environment "
                          f"(. .venv/bin/activate; pip install -e .)")
-
-
-class Child:
-    """A child process that prints one JSON ready line on stdout; logs go to a file."""
-
-    def __init__(self, name: str, argv: list[str], workdir: Path) -> None:
-        self.name = name
-        self.log_path = workdir / f"{name}.log"
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                argv, stdout=subprocess.PIPE, stderr=log, cwd=workdir, preexec_fn=_die_with_parent,
-                env=_child_env())
-        self.ready: dict[str, Any] = {}
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def wait_ready(self, timeout: float = 30.0) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        buf = b""
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
-            while b"\n" not in buf:
-                left = deadline - time.monotonic()
-                if left <= 0 or self.proc.poll() is not None:
-                    raise BenchError(f"{self.name} did not get ready; log tail:\n{self.log_tail()}")
-                if sel.select(min(left, 0.5)):
-                    chunk = os.read(self.proc.stdout.fileno(), 4096)
-                    buf += chunk
-        self.ready = json.loads(buf.split(b"\n", 1)[0])
-        return self.ready
-
-    def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def usage(self) -> Usage:
-        return proc_usage(self.pid)
-
-    def stop(self, timeout: float = 20.0) -> int | None:
-        """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        return self.proc.returncode
 
 
 # -- HTTP helpers -----------------------------------------------------------------------------
@@ -291,14 +227,7 @@ def http_json(method: str, url: str, body: Any = None, token: str | None = None,
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
+    return lab_wait_until(predicate, timeout, what, interval, error=BenchError)
 
 
 # -- the callback receiver (runs in its own process) ----------------------------------------
@@ -426,6 +355,7 @@ operator_token = "{OPERATOR_TOKEN}"
 [store]
 path = "{workdir / 'bridge.db'}"
 commit_interval_ms = {args.commit_interval_ms}
+fsync_in_thread = {"true" if args.fsync_in_thread else "false"}
 
 [logging]
 level = "{args.log_level}"
@@ -803,7 +733,7 @@ class _Timeline:
 
     def add(self, system: System, offer: Offerer, summary: dict[str, Any]) -> None:
         assert system.bridge is not None
-        usage = system.bridge.usage()
+        usage = proc_usage(system.bridge.pid)
         self.rows.append({"t": round(time.time() - self.t0, 2), "accepted": offer.accepted_count,
                           "submitted": system.sim_accepted() - self.submitted0,
                           "reports": summary["distinct"] - self.reports0,
@@ -822,7 +752,7 @@ def start_py_spy(out: Path | None, pid: int, workdir: Path) -> subprocess.Popen[
     with open(workdir / "py-spy.log", "wb") as log:
         return subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", "250", "--nonblocking",
                                  "--format", fmt, "--output", str(out.resolve())],
-                                stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+                                stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
 
 
 def stop_py_spy(spy: subprocess.Popen[bytes] | None, log: Callable[[str], None]) -> None:
@@ -849,7 +779,7 @@ def run_throughput(system: System, args: argparse.Namespace, pool: NumberPool, r
     sub0 = system.sim_accepted()
     base = system.receiver_summary()
     procs = (system.bridge, system.sim, system.receiver)
-    cpu0 = [p.usage().cpu_s for p in procs] + [self_cpu()]
+    cpu0 = [proc_usage(p.pid).cpu_s for p in procs] + [self_cpu()]
     t0 = time.time()
     timeline = _Timeline(t0, sub0, base["distinct"], cpu0[0])
     spy = start_py_spy(args.py_spy, system.bridge.pid, system.workdir)
@@ -870,7 +800,7 @@ def run_throughput(system: System, args: argparse.Namespace, pool: NumberPool, r
     res = offer.join(5.0)
     expected = base["distinct"] + len(res.accepted_ids)
     summary = wait_reports(system, expected, max(1.0, deadline - time.monotonic()), sample)
-    cpu1 = [p.usage().cpu_s for p in procs] + [self_cpu()]
+    cpu1 = [proc_usage(p.pid).cpu_s for p in procs] + [self_cpu()]
     stop_py_spy(spy, log)
     wall = summary["last_ack"] - t0 if summary["distinct"] >= expected else time.time() - t0
     missing = len(set(res.accepted_ids) - system.receiver_ids())
@@ -916,7 +846,7 @@ def run_codec_ceiling(system: System, args: argparse.Namespace, pool: NumberPool
         numbers = [pool.take("cmcc").lstrip("+") for _ in range(n)]
         sent = accepted = answered = 0
         deadline = time.monotonic() + args.codec_seconds
-        cpu0, sim0 = self_cpu(), system.sim.usage().cpu_s
+        cpu0, sim0 = self_cpu(), proc_usage(system.sim.pid).cpu_s
         t0 = time.perf_counter()
 
         def submit() -> None:
@@ -937,7 +867,7 @@ def run_codec_ceiling(system: System, args: argparse.Namespace, pool: NumberPool
             if sent < n and time.monotonic() < deadline:
                 submit()
         seconds = time.perf_counter() - t0
-        client_cpu, sim_cpu = self_cpu() - cpu0, system.sim.usage().cpu_s - sim0
+        client_cpu, sim_cpu = self_cpu() - cpu0, proc_usage(system.sim.pid).cpu_s - sim0
         with contextlib.suppress(Exception):
             client.unbind()
     finally:
@@ -954,14 +884,14 @@ def run_memory(system: System, args: argparse.Namespace, log: Callable[[str], No
     pool, rng = NumberPool(), random.Random(args.seed)
     requests = single_workload(args.queued, pool, rng, None, carrier="cmcc", batch=500)
     log(f"memory mode: {args.queued} messages to cmcc (refusing binds) in {len(requests)} requests")
-    start = system.bridge.usage()
+    start = proc_usage(system.bridge.pid)
     samples: list[dict[str, float]] = []
     t0 = time.time()
     offer = Offerer(system.api_port, args.concurrency, args.timeout)
     offer.start(requests)
 
     def sample() -> None:
-        u = system.bridge.usage()   # type: ignore[union-attr]
+        u = proc_usage(system.bridge.pid)   # type: ignore[union-attr]
         samples.append({"t": round(time.time() - t0, 1), "accepted": offer.accepted_count,
                         "rss_mb": round(u.rss_mb, 1)})
         if len(samples) % 10 == 0:
@@ -976,7 +906,7 @@ def run_memory(system: System, args: argparse.Namespace, log: Callable[[str], No
     for _ in range(args.settle_s):   # a few seconds more: the dispatcher keeps polling the queue
         time.sleep(1.0)
         sample()
-    end = system.bridge.usage()
+    end = proc_usage(system.bridge.pid)
     metrics = system.metrics()
     backlog = {k.split('"')[1]: int(v) for k, v in metrics.items() if k.startswith("smpp_bridge_backlog{")}
     db = sum(p.stat().st_size for p in system.workdir.glob("bridge.db*"))
@@ -1084,6 +1014,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--long-share", type=float, default=0.2, help="share of multi-segment requests")
     p.add_argument("--window", type=int, default=10, help="the bridge's window per bind")
     p.add_argument("--commit-interval-ms", type=int, default=5, help="the bridge's group-commit interval")
+    p.add_argument("--fsync-in-thread", action="store_true", help="the bridge fsyncs its WAL on a worker thread")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                    help="the bridge's log level")
     p.add_argument("--settle-s", type=int, default=5, help="memory mode: seconds sampled after intake")
@@ -1130,7 +1061,7 @@ def throughput_mode(system: System, args: argparse.Namespace) -> dict[str, Any]:
                if k.startswith(("smpp_bridge_segments", "smpp_bridge_messages", "smpp_bridge_outbox",
                                 "smpp_bridge_store", "smpp_bridge_receipts"))}
     return {"throughput": asdict(tp), "latency": asdict(latency), "codec_ceiling": asdict(codec),
-            "cpu": asdict(cpu), "bridge_peak_rss_mb": round(system.bridge.usage().hwm_mb, 1),
+            "cpu": asdict(cpu), "bridge_peak_rss_mb": round(proc_usage(system.bridge.pid).hwm_mb, 1),
             "complete": tp.reports_missing == 0 and tp.request_errors == 0,
             "targets": {"end_to_end_rate": tp.end_to_end_rate >= TARGETS["end_to_end_rate"],
                         "latency_p99_ms": latency.p99_ms <= TARGETS["latency_p99_ms"]},
@@ -1154,7 +1085,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.time()
     try:
         results = throughput_mode(system, args) if args.mode == "throughput" else memory_mode(system, args)
-    except BenchError as exc:
+    except LabError as exc:
         _log(f"failed: {exc}")
         for child in system.children:
             _log(f"{child.name} log tail:\n{child.log_tail(1500)}")
@@ -1188,7 +1119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         check_environment()
         return run(args)
-    except BenchError as exc:
+    except LabError as exc:
         _log(f"failed: {exc}")
         return 1
     except KeyboardInterrupt:

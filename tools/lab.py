@@ -5,6 +5,8 @@ picked by the OS.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import selectors
@@ -23,24 +25,28 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "APP_TOKEN", "CARRIERS", "CHANNEL", "OPERATOR_TOKEN", "Child", "LabConfig", "Receiver", "http_json",
-    "start_bridge", "start_sim", "wait_until", "write_bridge_config", "write_sim_config",
+    "APP_TOKEN", "CARRIERS", "CHANNEL", "OPERATOR_TOKEN", "Child", "LabConfig", "LabError", "Receiver",
+    "child_env", "die_with_parent", "http_json", "read_ready_line", "start_bridge", "start_sim", "wait_until",
+    "write_bridge_config", "write_sim_config",
 ]
 
+REPO = Path(__file__).resolve().parent.parent
 APP_TOKEN = "lab-app-token"
 OPERATOR_TOKEN = "lab-operator-token"
 CHANNEL = "10690001"
 CARRIERS = ("cmcc", "cucc", "ctcc", "cbn", "intl")
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05,
+               error: type[Exception] = TimeoutError) -> Any:
+    """Poll ``predicate`` until it is truthy; ``error`` names what did not happen in time."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+            raise error(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
 
 
@@ -119,13 +125,63 @@ class Receiver:
         self._server.server_close()
 
 
-@dataclass
-class Child:
-    """A child process that printed a JSON ready line."""
+class LabError(RuntimeError):
+    """A lab step that failed: one line (plus a log tail) for the operator."""
 
-    proc: subprocess.Popen[bytes]
-    ready: dict[str, Any]
-    log_path: Path
+
+def die_with_parent() -> None:
+    """Children get SIGKILL if the tool itself is killed (Linux only)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def child_env() -> dict[str, str]:
+    """The checkout importable in the children even without an editable install."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
+
+
+def read_ready_line(proc: subprocess.Popen[bytes], timeout: float, log_tail: Callable[[], str],
+                    name: str = "child") -> dict[str, Any]:
+    """The JSON line a child prints on stdout once it listens (daemon, simulator)."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    buf = b""
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while b"\n" not in buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or proc.poll() is not None:
+                raise LabError(f"{name} did not get ready; log tail:\n{log_tail()}")
+            if sel.select(min(left, 0.5)):
+                buf += os.read(proc.stdout.fileno(), 4096)
+    return json.loads(buf.split(b"\n", 1)[0])
+
+
+class Child:
+    """A child process that prints one JSON ready line on stdout; logs go to a file."""
+
+    def __init__(self, name: str, argv: list[str], workdir: Path, log_path: Path | None = None) -> None:
+        self.name = name
+        self.log_path = log_path or workdir / f"{name}.log"
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, cwd=workdir,
+                                         preexec_fn=die_with_parent, env=child_env())
+        self.ready: dict[str, Any] = {}
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_ready(self, timeout: float = 30.0) -> dict[str, Any]:
+        self.ready = read_ready_line(self.proc, timeout, self.log_tail, self.name)
+        return self.ready
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -135,43 +191,24 @@ class Child:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
 
-    def stop(self, timeout: float = 30.0) -> int:
-        if self.alive():
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
+        if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                return self.proc.wait(timeout)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                return self.proc.wait(10)
+                self.proc.wait(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         return self.proc.returncode
 
 
-def _read_ready(proc: subprocess.Popen[bytes], log_path: Path, timeout: float) -> dict[str, Any]:
-    assert proc.stdout is not None
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout
-    buf = b""
-    try:
-        while b"\n" not in buf:
-            left = deadline - time.monotonic()
-            if left <= 0 or proc.poll() is not None:
-                tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
-                raise RuntimeError(f"{proc.args[2]} did not get ready:\n{tail}")
-            if sel.select(left):
-                buf += os.read(proc.stdout.fileno(), 4096)
-    finally:
-        sel.close()
-    return json.loads(buf.split(b"\n", 1)[0])
-
-
-def _spawn(module: str, config: Path, log_path: Path, cwd: Path, timeout: float) -> Child:
-    log = log_path.open("ab")
-    proc = subprocess.Popen([sys.executable, "-m", module, "run", "--config", str(config)],
-                            stdout=subprocess.PIPE, stderr=log, cwd=cwd,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    log.close()
-    return Child(proc, _read_ready(proc, log_path, timeout), log_path)
+def _spawn(module: str, config: Path, name: str, cwd: Path, timeout: float) -> Child:
+    child = Child(name, [sys.executable, "-m", module, "run", "--config", str(config)], cwd)
+    child.wait_ready(timeout)
+    return child
 
 
 @dataclass
@@ -256,11 +293,11 @@ class = "otp"
 
 
 def start_sim(cfg: LabConfig, timeout: float = 30.0) -> Child:
-    return _spawn("carriers.sim.cli", write_sim_config(cfg), cfg.workdir / "sim.log", cfg.workdir, timeout)
+    return _spawn("carriers.sim.cli", write_sim_config(cfg), "sim", cfg.workdir, timeout)
 
 
 def start_bridge(cfg: LabConfig, config_path: Path, timeout: float = 30.0) -> Child:
-    child = _spawn("bridge.cli", config_path, cfg.workdir / "bridge.log", cfg.workdir, timeout)
+    child = _spawn("bridge.cli", config_path, "bridge", cfg.workdir, timeout)
     api = f"http://127.0.0.1:{child.ready['api']}"
 
     def bound() -> bool:

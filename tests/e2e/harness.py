@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
 import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -20,6 +18,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from tools.lab import read_ready_line, wait_until
 
 APP_TOKEN = "test-app-token"
 OPERATOR_TOKEN = "test-operator-token"
@@ -29,15 +29,8 @@ CHANNEL2 = "10690002"
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.02,
              what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+    """Poll ``predicate`` until it returns something truthy, or fail the test after ``timeout``."""
+    return wait_until(predicate, timeout, what, interval, error=AssertionError)
 
 
 @dataclass
@@ -237,11 +230,11 @@ class Bridge:
             [sys.executable, "-m", "carriers.sim.cli", "run", "--config", str(sim_cfg)],
             stdout=subprocess.PIPE, stderr=log, cwd=self.tmp,
         )
-        self.sim_ready = _read_ready_line(self.sim_proc, 30.0, lambda: (self.tmp / "sim.log").read_text())
+        self.sim_ready = read_ready_line(self.sim_proc, 30.0, lambda: (self.tmp / "sim.log").read_text())
 
     def _read_ready(self, timeout: float) -> dict[str, Any]:
         assert self.proc is not None
-        return _read_ready_line(self.proc, timeout, self.log_text)
+        return read_ready_line(self.proc, timeout, self.log_text)
 
     def log_text(self) -> str:
         return "".join(p.read_text(errors="replace") for p in sorted(self.tmp.glob("bridge-*.log")))
@@ -315,27 +308,6 @@ class Bridge:
 
     def sim(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         return self.request(method, f"{self.control}{path}", body, token=None)
-
-
-def _read_ready_line(proc: subprocess.Popen[bytes], timeout: float, log: Callable[[], str]) -> dict[str, Any]:
-    """The first stdout line of a child that prints one JSON line when it is ready."""
-    assert proc.stdout is not None
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout
-    buf = b""
-    try:
-        while b"\n" not in buf:
-            left = deadline - time.monotonic()
-            if left <= 0 or proc.poll() is not None:
-                raise AssertionError(f"child did not get ready; log:\n{log()[-3000:]}")
-            if sel.select(left):
-                chunk = os.read(proc.stdout.fileno(), 4096)
-                if chunk:
-                    buf += chunk
-    finally:
-        sel.close()
-    return json.loads(buf.split(b"\n", 1)[0])
 
 
 def _decode(raw: bytes) -> Any:
