@@ -54,7 +54,6 @@ class ApiConfig:
 class StoreConfig:
     path: Path = Path("var/bridge.db")
     commit_interval_ms: int = 5
-    fsync_in_thread: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +260,6 @@ def load_config(path: Path | str | None = None, *, profiles_path: Path | None = 
     store = StoreConfig(
         path=Path(rd.str(s, "store.path", "path", "var/bridge.db")),
         commit_interval_ms=rd.int(s, "store.commit_interval_ms", "commit_interval_ms", 5, 0, 1000),
-        fsync_in_thread=rd.bool(s, "store.fsync_in_thread", "fsync_in_thread", False),
     )
     lg = rd.table(raw, "logging", "logging")
     logging_cfg = LogConfig(

@@ -73,8 +73,9 @@ class Daemon:
         self._lock = try_lock_store(cfg.store.path)
         if self._lock is None:
             raise RuntimeError(f"store {cfg.store.path} is in use by another smpp-bridge process")
-        self.store = store = Store(cfg.store.path, clock=reactor, fsync_in_thread=cfg.store.fsync_in_thread,
+        self.store = store = Store(cfg.store.path, clock=reactor,
                                    commit_interval_s=cfg.store.commit_interval_ms / 1000)
+        store.start_background_checkpoints()
         targets = {cid: (c.host, c.port) for cid, c in cfg.carriers.items()}
         if cfg.simulator.embedded:
             targets = self._start_simulator()

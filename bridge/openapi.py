@@ -78,7 +78,7 @@ def _schemas() -> dict[str, Any]:
                                    f"{MAX_RECIPIENTS}; a repeated number is sent once (row code E200041)",
                     "oneOf": [
                         {"type": "array", "minItems": 1, "maxItems": MAX_RECIPIENTS, "items": number},
-                        _str(minLength=1, example="+8613800138000,+8613900139000"),
+                        _str(minLength=1, description="e.g. +8613800138000,+8613900139000"),
                     ],
                 },
                 "signature": _nullable(_str(description="must equal the channel's signature if given")),

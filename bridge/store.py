@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,6 @@ from typing import Any
 import structlog
 from sqlite_utils import Database, Migrations
 from twisted.internet.defer import Deferred
-from twisted.python.failure import Failure
 
 from bridge.models import (
     MessageRecord,
@@ -164,7 +164,7 @@ class Store:
     """SQLite store with group commit. All methods run on the reactor thread."""
 
     def __init__(self, path: Path | str, *, clock: Any, commit_interval_s: float = 0.005,
-                 synchronous: str = "FULL", fsync_in_thread: bool = False) -> None:
+                 synchronous: str = "FULL") -> None:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = path
@@ -172,21 +172,13 @@ class Store:
         self.db.execute("PRAGMA busy_timeout = 5000")
         if str(path) != ":memory:":
             self.db.enable_wal()
-        # fsync_in_thread: COMMIT only write()s the WAL (synchronous=NORMAL) and the WAL is
-        # fsync'ed on a worker thread; waiters fire after that fsync, so durability is the
-        # same as synchronous=FULL but the reactor never blocks on the disk.
-        self._thread_sync = fsync_in_thread and str(path) != ":memory:"
-        self.db.execute(f"PRAGMA synchronous = {'NORMAL' if self._thread_sync else synchronous}")
+        self.db.execute(f"PRAGMA synchronous = {synchronous}")
         migrations.apply(self.db)
         self._conn: sqlite3.Connection = self.db.conn
         self._clock = clock
         self._interval = commit_interval_s
         self._waiters: list[Deferred[None]] = []
         self._timer: Any = None
-        self._unsynced: list[Deferred[None]] = []   # committed, waiting for the next WAL fsync
-        self._dirty = False                          # committed since the last fsync started
-        self._syncing = False
-        self._wal_fd: int | None = None
         self.commits = 0
         self.commit_seconds = 0.0
         self.closed = False
@@ -210,11 +202,7 @@ class Store:
         """A Deferred that fires once everything written so far is committed."""
         d: Deferred[None] = Deferred()
         if not self._conn.in_transaction:
-            if self._syncing or self._dirty:
-                self._unsynced.append(d)
-                self._start_sync()
-            else:
-                d.callback(None)
+            d.callback(None)
             return d
         self._waiters.append(d)
         if self._timer is None:
@@ -228,8 +216,6 @@ class Store:
         self._timer = None
         waiters, self._waiters = self._waiters, []
         if self._conn.in_transaction:
-            import time
-
             t0 = time.perf_counter()
             try:
                 self._conn.execute("COMMIT")
@@ -242,51 +228,49 @@ class Store:
                 raise StoreError(f"commit failed: {exc}") from exc
             self.commit_seconds += time.perf_counter() - t0
             self.commits += 1
-            if self._thread_sync:
-                self._dirty = True
-                self._unsynced.extend(waiters)
-                self._start_sync()
-                return
         for d in waiters:
             d.callback(None)
 
-    def _start_sync(self) -> None:
-        if self._syncing or not (self._dirty or self._unsynced):
+    def start_background_checkpoints(self, interval_s: float = 1.0) -> None:
+        """Checkpoint the WAL from a worker thread on its own connection.
+
+        SQLite's automatic checkpoint runs inside whichever COMMIT crosses the WAL size
+        limit and fsyncs the database file there, which stalled the reactor for tens of
+        milliseconds (the p99 of intake->submit_sm). A PASSIVE checkpoint on another
+        connection never blocks the writer.
+        """
+        if str(self.path) == ":memory:":
             return
+        self.db.execute("PRAGMA wal_autocheckpoint = 0")
         from twisted.internet.threads import deferToThreadPool
 
-        batch, self._unsynced = self._unsynced, []
-        self._dirty = False
-        self._syncing = True
-        if self._wal_fd is None:
-            self._wal_fd = os.open(f"{self.path}-wal", os.O_RDONLY)
-        d = deferToThreadPool(self._clock, self._clock.getThreadPool(), os.fsync, self._wal_fd)
-        d.addBoth(self._synced, batch)
+        path = str(self.path)
+        state: dict[str, Any] = {"conn": None, "running": False}
 
-    def _synced(self, result: Any, batch: list[Deferred[None]]) -> None:
-        self._syncing = False
-        failed = isinstance(result, Failure)
-        if failed:
-            log.critical("store.fsync_failed", error=str(result.value))
-        for d in batch:
-            if failed:
-                d.errback(StoreError(f"fsync failed: {result.value}"))
-            else:
-                d.callback(None)
-        self._start_sync()
+        def checkpoint() -> None:
+            if state["conn"] is None:
+                state["conn"] = sqlite3.connect(path, check_same_thread=False, timeout=5)
+            state["conn"].execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+        def tick() -> None:
+            if self.closed:
+                return
+            if not state["running"]:
+                state["running"] = True
+                d = deferToThreadPool(self._clock, self._clock.getThreadPool(), checkpoint)
+                d.addErrback(lambda f: log.warning("store.checkpoint_failed", error=str(f.value)))
+                d.addBoth(lambda _: state.update(running=False))
+            self._checkpoint_timer = self._clock.callLater(interval_s, tick)
+
+        self._checkpoint_timer = self._clock.callLater(interval_s, tick)
 
     def close(self) -> None:
         if self.closed:
             return
+        timer = getattr(self, "_checkpoint_timer", None)
+        if timer is not None and timer.active():
+            timer.cancel()
         self.flush()
-        if self._wal_fd is not None:
-            os.fsync(self._wal_fd)
-            os.close(self._wal_fd)
-            self._wal_fd = None
-        waiters, self._unsynced = self._unsynced, []
-        self._dirty = False
-        for d in waiters:
-            d.callback(None)
         self.closed = True
         self.db.close()
 

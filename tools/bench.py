@@ -355,7 +355,6 @@ operator_token = "{OPERATOR_TOKEN}"
 [store]
 path = "{workdir / 'bridge.db'}"
 commit_interval_ms = {args.commit_interval_ms}
-fsync_in_thread = {"true" if args.fsync_in_thread else "false"}
 
 [logging]
 level = "{args.log_level}"
@@ -1014,7 +1013,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--long-share", type=float, default=0.2, help="share of multi-segment requests")
     p.add_argument("--window", type=int, default=10, help="the bridge's window per bind")
     p.add_argument("--commit-interval-ms", type=int, default=5, help="the bridge's group-commit interval")
-    p.add_argument("--fsync-in-thread", action="store_true", help="the bridge fsyncs its WAL on a worker thread")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                    help="the bridge's log level")
     p.add_argument("--settle-s", type=int, default=5, help="memory mode: seconds sampled after intake")
