@@ -122,7 +122,8 @@ class Chaos:
 
     def restart_bridge(self) -> None:
         with self._bridge_lock:
-            self.bridge = start_bridge(self.cfg, self.config_path)
+            # Ready, not bound: an SMSC may be refusing binds right now, as it would in production.
+            self.bridge = start_bridge(self.cfg, self.config_path, wait_bound=False)
 
     def fault(self, carrier: str, mode: str, **extra: Any) -> None:
         http_json("POST", f"{self.control}/faults", {"carrier": carrier, "mode": mode, **extra})

@@ -296,8 +296,10 @@ def start_sim(cfg: LabConfig, timeout: float = 30.0) -> Child:
     return _spawn("carriers.sim.cli", write_sim_config(cfg), "sim", cfg.workdir, timeout)
 
 
-def start_bridge(cfg: LabConfig, config_path: Path, timeout: float = 30.0) -> Child:
+def start_bridge(cfg: LabConfig, config_path: Path, timeout: float = 30.0, wait_bound: bool = True) -> Child:
     child = _spawn("bridge.cli", config_path, "bridge", cfg.workdir, timeout)
+    if not wait_bound:
+        return child
     api = f"http://127.0.0.1:{child.ready['api']}"
 
     def bound() -> bool:

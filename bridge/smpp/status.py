@@ -37,10 +37,11 @@ TRANSIENT = frozenset({
     consts.SMPP_ESME_RX_T_APPN,
     consts.SMPP_ESME_RINVBNDSTS,  # the SMSC thinks we are not bound: retry after rebind
 })
+# ESME_RBINDFAIL is not here: SMSCs answer it for a full bind limit or a passing refusal,
+# which the normal capped backoff retries; only a wrong password or system_id waits long.
 BIND_CREDENTIALS = frozenset({
     consts.SMPP_ESME_RINVPASWD,
     consts.SMPP_ESME_RINVSYSID,
-    consts.SMPP_ESME_RBINDFAIL,
 })
 
 _NAMES: dict[int, str] = {}
