@@ -128,19 +128,20 @@ class Dispatcher:
 
     def on_outcomes(self, outcomes: list[SubmitOutcome]) -> None:
         now = self._now()
-        accepted: list[tuple[int, str, str, float]] = []
+        accepted: list[tuple[int, str, str, float, bool]] = []
         early: list[tuple[str, str, int]] = []
         for o in outcomes:
             seg = o.segment
             if o.accepted and o.message_id is not None:
                 profile = self._profiles[seg.carrier]
                 cid = canonical_message_id(profile.message_id_dialect, o.message_id)
-                accepted.append((seg.segment_id, cid, o.message_id, now))
+                accepted.append((seg.segment_id, cid, o.message_id, now, seg.possible_duplicate))
                 if (seg.carrier, cid) in self._early_receipts:
                     early.append((seg.carrier, cid, seg.segment_id))
             else:
                 status, org = smpp_failure_status(o.command_status)
-                self._finaliser.segment_final(seg.segment_id, status, org, o.command_status)
+                self._finaliser.segment_final(seg.segment_id, status, org, o.command_status,
+                                              possible_duplicate=seg.possible_duplicate)
                 self.failed += 1
         if accepted:
             self._store.record_submitted(accepted)

@@ -54,14 +54,16 @@ class Finaliser:
         self.reports_queued = 0
 
     def segment_final(self, segment_id: int, status: str, org_code: str,
-                      submit_status: int | None = None, *, total: int | None = None) -> str | None:
+                      submit_status: int | None = None, *, total: int | None = None,
+                      possible_duplicate: bool = False) -> str | None:
         """Record a final segment; returns the message id if this made the message final.
 
         ``total`` (when the caller knows it) spares single-segment messages, most of the
         traffic, the look at their sibling segments.
         """
         now = self._now()
-        message_id = self._store.record_segment_final(segment_id, status, org_code, now, submit_status)
+        message_id = self._store.record_segment_final(segment_id, status, org_code, now, submit_status,
+                                                      possible_duplicate)
         if message_id is None:
             return None
         if total == 1:

@@ -354,18 +354,20 @@ class Store:
     def queued_carriers(self) -> list[str]:
         return [r[0] for r in self._r("SELECT DISTINCT carrier FROM segments WHERE state = 'queued'")]
 
-    def record_submitted(self, rows: Sequence[tuple[int, str, str, float]]) -> None:
-        """(segment_id, canonical id, raw id, time) for accepted submits."""
+    def record_submitted(self, rows: Sequence[tuple[int, str, str, float, bool]]) -> None:
+        """(segment_id, canonical id, raw id, time, possible duplicate) for accepted submits."""
         self._wm("UPDATE segments SET state = 'submitted', carrier_msg_id = ?, raw_msg_id = ?,"
-                 " submit_status = 0, submitted_at = ? WHERE id = ? AND state IN ('dispatched', 'queued')",
-                 [(cid, raw, t, sid) for sid, cid, raw, t in rows])
+                 " submit_status = 0, submitted_at = ?, possible_duplicate = possible_duplicate OR ?"
+                 " WHERE id = ? AND state IN ('dispatched', 'queued')",
+                 [(cid, raw, t, int(dup), sid) for sid, cid, raw, t, dup in rows])
 
     def record_segment_final(self, segment_id: int, status: str, org_code: str, now: float,
-                             submit_status: int | None = None) -> str | None:
+                             submit_status: int | None = None, possible_duplicate: bool = False) -> str | None:
         """Mark a segment final; returns its message id, or None if it was already final."""
         rows = self._w("UPDATE segments SET state = 'final', status = ?, org_code = ?, done_at = ?,"
-                       " submit_status = COALESCE(?, submit_status) WHERE id = ? AND state != 'final'"
-                       " RETURNING message_id", (status, org_code, now, submit_status, segment_id)).fetchall()
+                       " submit_status = COALESCE(?, submit_status), possible_duplicate = possible_duplicate OR ?"
+                       " WHERE id = ? AND state != 'final' RETURNING message_id",
+                       (status, org_code, now, submit_status, int(possible_duplicate), segment_id)).fetchall()
         return rows[0][0] if rows else None
 
     def segments_of(self, message_id: str) -> list[tuple[int, str, str | None, str | None]]:

@@ -260,3 +260,16 @@ class TestDispatchAndReceipts:
         assert inbound.on_receipt("cmcc", self._receipt(78).fields) == ReceiptOutcome.UNMATCHED
         assert store.get_message("m").status == "DELIVRD" and store.unmatched_receipt_count() == 1
         disp.stop(1.0)
+
+    def test_resent_segment_is_recorded_as_possible_duplicate(self, store: Store, clock: Clock) -> None:
+        """A segment the link resent (it may have reached the SMSC twice) is flagged in the store."""
+        import dataclasses
+
+        disp, _inbound, link = self._wire(store, clock)
+        store.insert_messages([_message("m")])
+        disp.start()
+        clock.advance(0.01)
+        resent = dataclasses.replace(link.queued[0], possible_duplicate=True)
+        disp.on_outcomes([SubmitOutcome(resent, 0, "90", False, "cmcc-1")])
+        assert store.segment_details("m")[0].possible_duplicate is True
+        disp.stop(1.0)
