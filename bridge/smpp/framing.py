@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 from smpplib import consts
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
+from zope.interface import implementer
 
 from bridge.smpp.codec import (
     HEADER,
@@ -28,6 +31,23 @@ from bridge.smpp.codec import (
 __all__ = ["SmppFramedProtocol"]
 
 PduHandler = Callable[[Pdu], None]
+
+
+@implementer(IPushProducer)
+class _ReadPause:
+    """Pauses reading from the peer while what we owe it cannot be written."""
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+
+    def pauseProducing(self) -> None:  # noqa: N802 (Twisted API)
+        self._transport.pauseProducing()
+
+    def resumeProducing(self) -> None:  # noqa: N802 (Twisted API)
+        self._transport.resumeProducing()
+
+    def stopProducing(self) -> None:  # noqa: N802 (Twisted API)
+        pass
 
 
 class SmppFramedProtocol(Protocol):
@@ -49,6 +69,11 @@ class SmppFramedProtocol(Protocol):
         if set_nodelay is not None:
             with contextlib.suppress(OSError):
                 set_nodelay(True)
+        # A peer that sends requests but never reads our answers would make the write
+        # buffer grow without bound; as a streaming producer the transport stops reading
+        # it while the buffer is over its limit and resumes once it drains.
+        with contextlib.suppress(RuntimeError, AttributeError):
+            self.transport.registerProducer(_ReadPause(self.transport), True)
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 (Twisted API)
         buf = self._buffer

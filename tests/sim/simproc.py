@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
 import signal
 import subprocess
 import sys
@@ -17,6 +16,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from tools.lab import LabError, read_ready_line
 
 __all__ = ["REPO", "SimProcess", "wait_for"]
 
@@ -53,25 +54,11 @@ class SimProcess:
         self.control: int = self.ready["control"]
 
     def _read_ready(self) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        selector = selectors.DefaultSelector()
-        selector.register(self.proc.stdout, selectors.EVENT_READ)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        line = b""
         try:
-            while not line.endswith(b"\n"):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not selector.select(remaining):
-                    self.stop()
-                    raise AssertionError(f"simulator not ready in {START_TIMEOUT_S}s: {self.stderr()}")
-                chunk = os.read(self.proc.stdout.fileno(), 4096)
-                if not chunk:
-                    self.stop()
-                    raise AssertionError(f"simulator exited before ready: {self.stderr()}")
-                line += chunk
-        finally:
-            selector.close()
-        return json.loads(line.decode())
+            return read_ready_line(self.proc, START_TIMEOUT_S, self.stderr, "simulator")
+        except LabError as exc:
+            self.stop()
+            raise AssertionError(str(exc)) from None
 
     def stderr(self) -> str:
         if not self._log.closed:
