@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 from smpplib import consts
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IPushProducer, ISSLTransport
 from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
@@ -72,8 +72,10 @@ class SmppFramedProtocol(Protocol):
         # A peer that sends requests but never reads our answers would make the write
         # buffer grow without bound; as a streaming producer the transport stops reading
         # it while the buffer is over its limit and resumes once it drains.
-        with contextlib.suppress(RuntimeError, AttributeError):
-            self.transport.registerProducer(_ReadPause(self.transport), True)
+        # (Not over TLS: the TLS layer drives its own producer during the handshake.)
+        if not ISSLTransport.providedBy(self.transport):
+            with contextlib.suppress(RuntimeError, AttributeError):
+                self.transport.registerProducer(_ReadPause(self.transport), True)
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 (Twisted API)
         buf = self._buffer
