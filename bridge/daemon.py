@@ -8,13 +8,16 @@ unbind, the store is flushed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import signal
 import sys
 from typing import Any
 
 import structlog
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ReactorNotRunning
 
 from bridge.api import ApiState, build_site
 from bridge.config import BridgeConfig, CarrierConfig
@@ -223,7 +226,19 @@ def run_daemon(config: BridgeConfig) -> int:
         print(json.dumps(ready), flush=True)
         reactor.addSystemEventTrigger("before", "shutdown", daemon.stop)
 
+    def on_signal(signum: int, _frame: object) -> None:
+        # Our own handlers: Twisted skips SIGINT when it starts out ignored (e.g. a daemon
+        # launched in the background by a shell), and Ctrl-C must always stop cleanly.
+        log.info("daemon.signal", signal=signal.Signals(signum).name)
+        reactor.callFromThread(_stop_once)
+
+    def _stop_once() -> None:
+        with contextlib.suppress(ReactorNotRunning):   # a second Ctrl-C while stopping
+            reactor.stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
     reactor.callWhenRunning(start)
-    reactor.run()
+    reactor.run(installSignalHandlers=False)
     return exit_code[0]
 
