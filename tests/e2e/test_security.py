@@ -13,7 +13,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.e2e.harness import APP_TOKEN, CHANNEL, OPERATOR_TOKEN, Bridge, Receiver, wait_for
+from tests.e2e.harness import (
+    APP_TOKEN,
+    CHANNEL,
+    OPERATOR_TOKEN,
+    Bridge,
+    BridgeOptions,
+    Receiver,
+    wait_for,
+)
 
 PASSWORDS = ("cmcc-pw", "cucc-pw", "ctcc-pw", "cbn-pw", "intl-pw")
 
@@ -142,3 +150,29 @@ class TestAccessAndLimits:
         mid = bridge.send(["+8613812370301"], callback=False)["result"][0]["smsMsgId"]
         assert bridge.request("GET", f"{bridge.api}/v1/sms/{mid}", token="not-a-token")[0] == 401
         assert bridge.request("GET", f"{bridge.api}/v1/sms/{mid}", token=OPERATOR_TOKEN)[0] == 200
+
+
+class TestSignals:
+    def test_sigint_stops_cleanly_even_when_started_ignoring_it(self, tmp_path: Path, receiver: Receiver) -> None:
+        """A daemon launched in the background (SIGINT ignored) still stops cleanly on Ctrl-C."""
+        import signal
+        import subprocess
+        import sys
+
+        from tests.e2e.harness import write_config
+        from tools.lab import read_ready_line
+
+        cfg = write_config(tmp_path, receiver, BridgeOptions(), None)
+        log = tmp_path / "sigint.log"
+        with log.open("wb") as err:
+            proc = subprocess.Popen([sys.executable, "-m", "bridge.cli", "run", "--config", str(cfg)],
+                                    stdout=subprocess.PIPE, stderr=err, cwd=tmp_path,
+                                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        try:
+            read_ready_line(proc, 30, log.read_text)
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(30) == 0
+            assert "daemon.stopped" in log.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
