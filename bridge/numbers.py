@@ -2,7 +2,7 @@
 
 Numbers are ``+{CC}{NDC}{SN}``; a Chinese-mainland mobile number written without the
 country code (11 digits starting with 1) gets ``+86``. ``00`` international prefixes
-are accepted. Anything else that is not 7-15 digits after the ``+`` is rejected.
+are accepted, and blanks or dashes inside the number are ignored. Anything else that is not 7-15 digits after the ``+`` is rejected.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ class InvalidNumberError(ValueError):
 
 def normalise_number(raw: str) -> str:
     """E.164 form of ``raw`` (``+8613800138000``) or InvalidNumberError."""
-    text = raw.strip()
+    text = raw.strip().replace(" ", "").replace("-", "")
     if not text:
         raise InvalidNumberError("empty number")
     if text.startswith("+"):
@@ -32,7 +32,7 @@ def normalise_number(raw: str) -> str:
     if not digits.isascii() or not digits.isdigit():
         raise InvalidNumberError("only digits may follow the +")
     if not 7 <= len(digits) <= 15:
-        raise InvalidNumberError(f"{len(digits)} digits after the country code prefix, expected 7-15")
+        raise InvalidNumberError(f"{len(digits)} digits, E.164 allows 7 to 15")
     if digits[0] == "0":
         raise InvalidNumberError("a country code never starts with 0")
     return "+" + digits

@@ -21,14 +21,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from bridge.numbers import InvalidNumberError, normalise_number
 from carriers.profiles import CarrierProfile, Numbering
 
 __all__ = ["Route", "Router", "RoutingError", "normalise"]
 
-_E164_MIN, _E164_MAX = 7, 15
 _CATCH_ALL = "*"
-_MAINLAND_CC = "86"
-_MAINLAND_MOBILE_LENGTH = 11
 
 
 class RoutingError(ValueError):
@@ -44,26 +42,10 @@ class Route:
 
 def normalise(raw: str) -> str:
     """E.164 form (``+8613800138000``) of an accepted spelling, or :class:`RoutingError`."""
-    text = raw.strip().replace(" ", "").replace("-", "")
-    if text.startswith("+"):
-        digits = text[1:]
-    elif text.startswith("00"):
-        digits = text[2:]
-    elif len(text) == _MAINLAND_MOBILE_LENGTH and text.startswith("1"):
-        digits = _MAINLAND_CC + text
-    elif len(text) == len(_MAINLAND_CC) + _MAINLAND_MOBILE_LENGTH and text.startswith(_MAINLAND_CC + "1"):
-        digits = text
-    else:
-        raise RoutingError("not a phone number: expected +CC..., 00CC..., 86 + 11 digits "
-                           "or an 11-digit mainland mobile number")
-    if not (digits.isascii() and digits.isdigit()):
-        raise RoutingError("not a phone number: only digits may follow the country prefix")
-    if not _E164_MIN <= len(digits) <= _E164_MAX:
-        raise RoutingError(f"not a phone number: {len(digits)} digits, E.164 allows "
-                           f"{_E164_MIN} to {_E164_MAX}")
-    if digits[0] == "0":
-        raise RoutingError("not a phone number: a country code never starts with 0")
-    return "+" + digits
+    try:
+        return normalise_number(raw)
+    except InvalidNumberError as exc:
+        raise RoutingError(f"not a phone number: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
