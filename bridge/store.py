@@ -160,6 +160,18 @@ _MESSAGE_COLUMNS = (
 )
 
 
+def _time_range(column: str, since: float | None, until: float | None) -> tuple[list[str], list[Any]]:
+    """WHERE clauses and parameters for ``since <= column < until`` (either side optional)."""
+    where, params = ["1=1"], []
+    if since is not None:
+        where.append(f"{column} >= ?")
+        params.append(since)
+    if until is not None:
+        where.append(f"{column} < ?")
+        params.append(until)
+    return where, params
+
+
 class Store:
     """SQLite store with group commit. All methods run on the reactor thread."""
 
@@ -428,13 +440,7 @@ class Store:
     def raw_receipts(self, *, since: float | None, until: float | None, unmatched_only: bool,
                      carrier: str | None, limit: int = 1_000_000) -> list[tuple[int, str, str, float]]:
         """(id, carrier, receipt JSON, received_at) for the replay tool."""
-        where, params = ["1=1"], []
-        if since is not None:
-            where.append("received_at >= ?")
-            params.append(since)
-        if until is not None:
-            where.append("received_at < ?")
-            params.append(until)
+        where, params = _time_range("received_at", since, until)
         if unmatched_only:
             where.append("segment_id IS NULL")
         if carrier:
@@ -566,13 +572,7 @@ class Store:
         return self._r("SELECT COUNT(*) FROM receipts_raw WHERE segment_id IS NULL")[0][0]
 
     def export_rows(self, since: float | None, until: float | None) -> Iterable[dict[str, Any]]:
-        where, params = ["1=1"], []
-        if since is not None:
-            where.append("m.created_at >= ?")
-            params.append(since)
-        if until is not None:
-            where.append("m.created_at < ?")
-            params.append(until)
+        where, params = _time_range("m.created_at", since, until)
         return self.db.query(
             "SELECT m.id AS message_id, m.recipient, m.carrier, m.channel, m.total AS segments,"
             " (SELECT MIN(submitted_at) FROM segments s WHERE s.message_id = m.id) AS submit_time,"
@@ -584,13 +584,8 @@ class Store:
     def report_candidates(self, *, since: float | None, until: float | None, statuses: Sequence[str],
                           channel: str | None, recipient: str | None,
                           ids: Sequence[str]) -> list[MessageRecord]:
-        where, params = ["state = 'final'"], []
-        if since is not None:
-            where.append("created_at >= ?")
-            params.append(since)
-        if until is not None:
-            where.append("created_at < ?")
-            params.append(until)
+        where, params = _time_range("created_at", since, until)
+        where.insert(0, "state = 'final'")
         if statuses:
             where.append(f"status IN ({','.join('?' * len(statuses))})")
             params.extend(statuses)
