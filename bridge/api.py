@@ -12,6 +12,7 @@ import hmac
 import json
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 from twisted.web import server
@@ -266,6 +267,18 @@ class BlacklistResource(_Base):
         return server.NOT_DONE_YET
 
 
+class DeadPushesResource(_Base):
+    """Pushes given up after callbacks.max_age_s; the URL's path and query are not shown."""
+
+    def render_GET(self, request: server.Request) -> bytes:  # noqa: N802 (Twisted API)
+        if not self.ctx.auth.operator(request):
+            return self.unauthorised(request)
+        rows = [{"id": r["id"], "kind": r["kind"], "smsMsgId": r["ref_id"], "host": urlsplit(r["url"]).hostname or "",
+                 "attempts": r["attempts"], "createTime": iso_time(r["created_at"]), "lastError": r["last_error"]}
+                for r in self.ctx.store.dead_pushes()]
+        return _json(request, 200, {"dead": rows, "count": len(rows)})
+
+
 def _bl_row(row: dict[str, Any]) -> dict[str, Any]:
     return {"channel": row["channel"], "number": row["number"], "createTime": iso_time(row["created_at"]),
             "moId": row["mo_id"]}
@@ -316,6 +329,9 @@ def build_site(config: BridgeConfig, store: Store, intake: IntakeService, finali
     v1.putChild(b"templates", TemplatesResource(ctx))
     v1.putChild(b"apps", AppsResource(ctx))
     v1.putChild(b"blacklist", BlacklistResource(ctx))
+    outbox = _Dir()
+    v1.putChild(b"outbox", outbox)
+    outbox.putChild(b"dead", DeadPushesResource(ctx))
     root.putChild(b"healthz", HealthResource(ctx))
     root.putChild(b"metrics", MetricsResource(ctx))
     root.putChild(b"openapi.json", OpenApiResource(ctx))

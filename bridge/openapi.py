@@ -239,6 +239,19 @@ def _paths(config: BridgeConfig) -> dict[str, Any]:
                 "401": _unauthorised(),
             },
         }},
+        "/v1/outbox/dead": {"get": {
+            "operationId": "listDeadPushes",
+            "summary": "Reports and uplinks given up after callbacks.max_age_s (dead letters), newest first",
+            "security": _OPERATOR,
+            "responses": {
+                "200": _json(_obj({"dead": {"type": "array", "items": _obj({
+                    "id": {"type": "integer"}, "kind": _str(), "smsMsgId": _str(), "host": _str(),
+                    "attempts": {"type": "integer"}, "createTime": _str(), "lastError": {"type": "string",
+                                                                                        "nullable": True},
+                })}, "count": {"type": "integer", "minimum": 0}}), "the dead letters"),
+                "401": _unauthorised(),
+            },
+        }},
         "/v1/blacklist": {"get": {
             "operationId": "listBlacklist",
             "summary": "Numbers that unsubscribed, newest first (at most 1000)",

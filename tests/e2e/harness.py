@@ -100,6 +100,7 @@ class BridgeOptions:
     backoff_initial_s: float = 0.05
     backoff_max_s: float = 0.5
     mo_ttl_s: float = 600.0
+    callback_max_age_s: float = 86400.0
     external_sim: bool = False   # run smsc-sim as its own process (survives a daemon kill -9)
     sim_carrier_extra: dict[str, str] = field(default_factory=dict)   # lines for [sim.carriers.<id>]
     carrier_extra: dict[str, str] = field(default_factory=dict)       # lines for [carriers.<id>]
@@ -156,6 +157,7 @@ mo_reassembly_ttl_s = {opts.mo_ttl_s}
 timeout_s = 2.0
 backoff_initial_s = {opts.backoff_initial_s}
 backoff_max_s = {opts.backoff_max_s}
+max_age_s = {opts.callback_max_age_s}
 
 {carriers}
 {opts.carriers_extra}

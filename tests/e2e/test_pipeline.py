@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.e2e.harness import APP_TOKEN, CHANNEL, Bridge, Receiver, wait_for
+from tests.e2e.harness import APP_TOKEN, CHANNEL, OPERATOR_TOKEN, Bridge, Receiver, wait_for
 
 # One number per carrier; the simulator's outcome rules key on the last 4 digits.
 NUMBERS = {
@@ -199,6 +199,23 @@ class TestDurability:
         receiver.status = 200
         for mid in ids:
             assert _report(receiver, mid)["status"] == "DELIVRD"
+
+    def test_report_gives_up_into_dead_letter(self, make_bridge: Callable[..., Bridge], receiver: Receiver) -> None:
+        """A report the receiver refuses past callbacks.max_age_s is dead-lettered, visible in API and metrics."""
+        bridge = make_bridge(callback_max_age_s=1.0)
+        receiver.status = 500
+        mid = bridge.send(["+8613812349101"])["result"][0]["smsMsgId"]
+
+        def dead() -> list:
+            status, answer = bridge.request("GET", f"{bridge.api}/v1/outbox/dead", token=OPERATOR_TOKEN)
+            assert status == 200
+            return [d for d in answer["dead"] if d["smsMsgId"] == mid]
+
+        row = wait_for(dead, what="the dead letter")[0]
+        assert row["kind"] == "report" and row["host"] == "127.0.0.1" and row["attempts"] >= 2
+        metrics = bridge.request("GET", f"{bridge.api}/metrics", token=None)[1]
+        assert 'smpp_bridge_outbox{kind="report",state="dead"} 1.0' in metrics
+        assert bridge.request("GET", f"{bridge.api}/v1/outbox/dead")[0] == 401
 
     def test_kill9_in_flight_then_restart(self, make_bridge: Callable[..., Bridge], receiver: Receiver) -> None:
         """After kill -9 mid-flight and a restart every accepted message gets exactly one acked report."""

@@ -35,7 +35,7 @@ class TestDocument:
             "/v1/sms": ["post"], "/v1/sms/{smsMsgId}": ["get"], "/v1/binds": ["get"],
             "/v1/templates": ["get"], "/v1/apps": ["get"], "/v1/blacklist": ["get"],
             "/v1/blacklist/{channel_no}/{number}": ["delete", "get"], "/healthz": ["get"],
-            "/metrics": ["get"], "/openapi.json": ["get"],
+            "/metrics": ["get"], "/openapi.json": ["get"], "/v1/outbox/dead": ["get"],
         }
 
     def test_send_documents_every_rejection_code(self, config: BridgeConfig) -> None:
