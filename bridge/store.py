@@ -334,9 +334,9 @@ class Store:
     def list_blacklist(self, channel: str | None, limit: int = 1000) -> list[dict[str, Any]]:
         if channel:
             return list(self.db.query("SELECT channel, number, created_at, mo_id FROM blacklist"
-                                      " WHERE channel = ? ORDER BY created_at LIMIT ?", (channel, limit)))
+                                      " WHERE channel = ? ORDER BY created_at DESC LIMIT ?", (channel, limit)))
         return list(self.db.query("SELECT channel, number, created_at, mo_id FROM blacklist"
-                                  " ORDER BY created_at LIMIT ?", (limit,)))
+                                  " ORDER BY created_at DESC LIMIT ?", (limit,)))
 
     # -- dispatch -----------------------------------------------------------------
 

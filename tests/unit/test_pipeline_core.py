@@ -273,3 +273,17 @@ class TestDispatchAndReceipts:
         disp.on_outcomes([SubmitOutcome(resent, 0, "90", False, "cmcc-1")])
         assert store.segment_details("m")[0].possible_duplicate is True
         disp.stop(1.0)
+
+
+class TestHeld:
+    def test_held_messages_are_released_when_the_window_opens(self, store: Store, clock: Clock) -> None:
+        """A held message's segments stay out of the queue until release_at, then queue."""
+        import dataclasses
+
+        opens = clock.seconds() + 3600
+        held = dataclasses.replace(_message("h"), state="held", release_at=opens)
+        store.insert_messages([held])
+        assert store.take_queued("cmcc", 10) == [] and store.release_held(clock.seconds()) == []
+        assert store.next_release_at() == opens
+        assert store.release_held(opens) == ["h"]
+        assert [s.message_id for s in store.take_queued("cmcc", 10)] == ["h"]
