@@ -58,6 +58,7 @@ class Dispatcher:
         self._stopping = False
         # Receipts that arrived before their submit_sm_resp was stored: (carrier, canonical id).
         self._early_receipts: set[tuple[str, str]] = set()
+        self._marking: dict[str, int] = {}   # taken from the store, waiting for their commit
         self.apply_early_receipt: Callable[[str, str, int], None] = lambda carrier, cid, seg: None
         self.submitted = 0
         self.failed = 0
@@ -117,12 +118,23 @@ class Dispatcher:
         if self._stopping:
             return
         for carrier, link in self.links.items():
-            room = link.room()
+            room = link.room() - self._marking.get(carrier, 0)
             if room <= 0:
                 continue
             records = self._store.take_queued(carrier, room)
             if records:
-                link.enqueue([_outbound(r) for r in records])
+                # "dispatched" must be durable before the submit goes out: after a crash
+                # it is what marks the resend as a possible duplicate.
+                self._marking[carrier] = self._marking.get(carrier, 0) + len(records)
+                self._store.durable().addCallbacks(self._hand_over, self._feed_failed,
+                                                   callbackArgs=(carrier, link, records))
+
+    def _hand_over(self, _: object, carrier: str, link: LinkLike, records: list[SegmentRecord]) -> None:
+        self._marking[carrier] -= len(records)
+        if self._stopping:
+            self._store.requeue([r.id for r in records], possible_duplicate=False)
+            return
+        link.enqueue([_outbound(r) for r in records])
 
     # -- outcomes ----------------------------------------------------------------------
 
