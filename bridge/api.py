@@ -15,14 +15,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
+from twisted.internet.defer import Deferred
 from twisted.web import server
 from twisted.web.resource import Resource
 
 from bridge.config import AppConfig, BridgeConfig
-from bridge.finaliser import Finaliser, iso_time
+from bridge.finaliser import iso_time
 from bridge.intake import IntakeError, IntakeService
 from bridge.numbers import InvalidNumberError, normalise_number
-from bridge.store import Store
+from bridge.store import Store, StoreError
+from bridge.store.records import BlacklistEntry
 
 __all__ = ["ApiState", "BoundedRequest", "build_site"]
 
@@ -73,6 +75,31 @@ def _error(request: server.Request, status: int, code: str, description: str) ->
     return _json(request, status, {"code": code, "description": description})
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Answer:
+    status: int
+    body: Any
+
+
+def _later(request: server.Request, d: Deferred[_Answer]) -> int:
+    """Answer ``request`` when ``d`` fires (a store read or a commit); 503 if the store fails."""
+    def write(answer: _Answer) -> None:
+        if not request.finished and not request._disconnected:
+            request.write(_json(request, answer.status, answer.body))
+            request.finish()
+
+    def failed(failure: Any) -> None:
+        log.error("api.store_failed", path=request.path.decode("utf-8", "replace"), error=str(failure.value))
+        write(_Answer(503, {"code": "E000510", "description": "store unavailable: try again"}))
+
+    d.addCallbacks(write, failed)
+    return server.NOT_DONE_YET
+
+
+async def _answer(status: int, body: Any) -> _Answer:
+    return _Answer(status, body)
+
+
 class _Auth:
     """Bearer tokens: one per application, one for the operator; compared in constant time."""
 
@@ -120,7 +147,6 @@ class _Context:
     config: BridgeConfig
     store: Store
     intake: IntakeService
-    finaliser: Finaliser
     state: ApiState
     auth: _Auth
 
@@ -137,28 +163,22 @@ class SmsResource(_Base):
             return _error(request, 413, "E200017", f"body: larger than {ctx.config.api.max_body_bytes} bytes")
         try:
             body = ctx.intake.parse_body(request.content.read())
-            accepted = ctx.intake.accept(app, body)
         except IntakeError as exc:
             return _error(request, 400, exc.code, exc.description)
-        ctx.store.insert_messages(accepted.messages)
-        for message_id, verdict in accepted.finals:
-            ctx.finaliser.message_final(message_id, verdict.status, verdict.org_code, 0)
-        answer = {"code": "000000", "description": "Success", "result": [r.as_json() for r in accepted.rows]}
 
-        def committed(_: object) -> None:
-            if not request.finished and not request._disconnected:
-                request.write(_json(request, 200, answer))
-                request.finish()
+        def committed(accepted: Any) -> _Answer:
             ctx.state.after_accept()
+            return _Answer(200, {"code": "000000", "description": "Success",
+                                 "result": [r.as_json() for r in accepted.rows]})
 
-        def failed(failure: Any) -> None:
+        def refused(failure: Any) -> _Answer:
+            if failure.check(IntakeError):
+                return _Answer(400, {"code": failure.value.code, "description": failure.value.description})
+            failure.trap(StoreError)
             log.error("intake.commit_failed", error=str(failure.value))
-            if not request.finished and not request._disconnected:
-                request.write(_error(request, 503, "E000510", "store unavailable: request not accepted"))
-                request.finish()
+            return _Answer(503, {"code": "E000510", "description": "store unavailable: request not accepted"})
 
-        ctx.store.durable().addCallbacks(committed, failed)
-        return server.NOT_DONE_YET
+        return _later(request, ctx.intake.submit(app, body).addCallbacks(committed, refused))
 
     def render_GET(self, request: server.Request) -> bytes:  # noqa: N802 (Twisted API)
         ctx = self.ctx
@@ -169,24 +189,28 @@ class SmsResource(_Base):
         if len(parts) != 1:
             return _error(request, 404, "E200404", "expected /v1/sms/{smsMsgId}")
         message_id = parts[0].decode("utf-8", "replace")
-        msg = ctx.store.get_message(message_id)
+        return _later(request, Deferred.fromCoroutine(self._message(message_id, app)))
+
+    async def _message(self, message_id: str, app: AppConfig | None) -> _Answer:
+        store = self.ctx.store
+        msg = await store.messages.get(message_id)
         if msg is None or (app is not None and msg.app_id != app.id):
-            return _error(request, 404, "E200404", f"smsMsgId {message_id!r}: no such message")
+            return _Answer(404, {"code": "E200404", "description": f"smsMsgId {message_id!r}: no such message"})
         segments = [{
             "sequence": s.seq, "state": s.state, "status": s.status, "orgCode": s.org_code,
             "carrierMessageId": s.raw_msg_id, "submitStatus": s.submit_status,
             "submitTime": iso_time(s.submitted_at) if s.submitted_at else None,
             "receiptTime": iso_time(s.done_at) if s.done_at else None,
             "possibleDuplicate": s.possible_duplicate,
-        } for s in ctx.store.segment_details(message_id)]
-        report = ctx.store.report_payload(message_id)
-        return _json(request, 200, {
+        } for s in await store.messages.segment_details(message_id)]
+        report = await store.outbox.report_copy(message_id)
+        return _Answer(200, {
             "smsMsgId": msg.id, "from": msg.channel, "to": msg.recipient, "carrier": msg.carrier,
             "class": msg.klass, "state": msg.state, "status": msg.status, "orgCode": msg.org_code,
             "total": msg.total, "createTime": iso_time(msg.created_at),
             "finalTime": iso_time(msg.final_at) if msg.final_at else None,
             "reported": msg.reported, "extend": msg.extend, "segments": segments,
-            "report": json.loads(report[1]) if report else None,
+            "report": json.loads(report.payload) if report else None,
         })
 
 
@@ -236,15 +260,14 @@ class BlacklistResource(_Base):
         store = self.ctx.store
         if not [p for p in request.postpath if p]:
             channel = (request.args.get(b"channel") or [b""])[0].decode("utf-8", "replace") or None
-            rows = store.list_blacklist(channel)
-            return _json(request, 200, {"entries": [_bl_row(r) for r in rows], "count": len(rows)})
+            return _later(request, store.blacklist.entries(channel).addCallback(
+                lambda rows: _Answer(200, {"entries": [_bl_row(r) for r in rows], "count": len(rows)})))
         target = self._target(request)
         if target is None:
             return _error(request, 404, "E200404", "expected /v1/blacklist/{channel_no}/{number}")
-        row = store.get_blacklist(*target)
-        if row is None:
-            return _error(request, 404, "E200404", "not on the blacklist")
-        return _json(request, 200, _bl_row(row))
+        return _later(request, store.blacklist.get(*target).addCallback(
+            lambda row: _Answer(404, {"code": "E200404", "description": "not on the blacklist"}) if row is None
+            else _Answer(200, _bl_row(row))))
 
     def render_DELETE(self, request: server.Request) -> bytes | int:  # noqa: N802 (Twisted API)
         if not self.ctx.auth.operator(request):
@@ -252,19 +275,16 @@ class BlacklistResource(_Base):
         target = self._target(request)
         if target is None:
             return _error(request, 404, "E200404", "expected /v1/blacklist/{channel_no}/{number}")
-        if not self.ctx.store.remove_blacklist(*target):
-            return _error(request, 404, "E200404", "not on the blacklist")
-        log.info("blacklist.removed_by_operator", channel=target[0], number=target[1])
-        answer = {"code": "000000", "description": "removed", "channel": target[0], "number": target[1]}
+        return _later(request, Deferred.fromCoroutine(self._remove(*target)))
 
-        def done(_: object) -> None:
-            if not request.finished and not request._disconnected:
-                request.write(_json(request, 200, answer))
-                request.finish()
-            self.ctx.state.after_blacklist_change()
-
-        self.ctx.store.durable().addCallback(done)
-        return server.NOT_DONE_YET
+    async def _remove(self, channel: str, number: str) -> _Answer:
+        store = self.ctx.store
+        if not await store.blacklist.remove(channel, number):
+            return _Answer(404, {"code": "E200404", "description": "not on the blacklist"})
+        await store.durable()
+        log.info("blacklist.removed_by_operator", channel=channel, number=number)
+        self.ctx.state.after_blacklist_change()
+        return _Answer(200, {"code": "000000", "description": "removed", "channel": channel, "number": number})
 
 
 class DeadPushesResource(_Base):
@@ -273,15 +293,17 @@ class DeadPushesResource(_Base):
     def render_GET(self, request: server.Request) -> bytes:  # noqa: N802 (Twisted API)
         if not self.ctx.auth.operator(request):
             return self.unauthorised(request)
-        rows = [{"id": r["id"], "kind": r["kind"], "smsMsgId": r["ref_id"], "host": urlsplit(r["url"]).hostname or "",
-                 "attempts": r["attempts"], "createTime": iso_time(r["created_at"]), "lastError": r["last_error"]}
-                for r in self.ctx.store.dead_pushes()]
-        return _json(request, 200, {"dead": rows, "count": len(rows)})
+        def answer(dead: list[Any]) -> _Answer:
+            rows = [{"id": r.id, "kind": r.kind, "smsMsgId": r.ref_id, "host": urlsplit(r.url).hostname or "",
+                     "attempts": r.attempts, "createTime": iso_time(r.created_at), "lastError": r.last_error}
+                    for r in dead]
+            return _Answer(200, {"dead": rows, "count": len(rows)})
+        return _later(request, self.ctx.store.outbox.dead().addCallback(answer))
 
 
-def _bl_row(row: dict[str, Any]) -> dict[str, Any]:
-    return {"channel": row["channel"], "number": row["number"], "createTime": iso_time(row["created_at"]),
-            "moId": row["mo_id"]}
+def _bl_row(row: BlacklistEntry) -> dict[str, Any]:
+    return {"channel": row.channel, "number": row.number, "createTime": iso_time(row.created_at),
+            "moId": row.mo_id}
 
 
 class HealthResource(_Base):
@@ -318,9 +340,8 @@ class _Dir(Resource):
         return _NotFound()
 
 
-def build_site(config: BridgeConfig, store: Store, intake: IntakeService, finaliser: Finaliser,
-               state: ApiState) -> server.Site:
-    ctx = _Context(config, store, intake, finaliser, state, _Auth(config))
+def build_site(config: BridgeConfig, store: Store, intake: IntakeService, state: ApiState) -> server.Site:
+    ctx = _Context(config, store, intake, state, _Auth(config))
     root = _Root()
     v1 = _Dir()
     root.putChild(b"v1", v1)

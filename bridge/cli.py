@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from bridge.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from bridge.config import DEFAULT_CONFIG_PATH, BridgeConfig, ConfigError, load_config
 
 __all__ = ["main"]
 
@@ -32,6 +32,10 @@ def _parser() -> argparse.ArgumentParser:
                      help=f"TOML config (default: {DEFAULT_CONFIG_PATH.relative_to(DEFAULT_CONFIG_PATH.parents[1])})")
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("--config", type=Path, default=None)
+    db = sub.add_parser("db", help="store maintenance")
+    db_sub = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
+    migrate = db_sub.add_parser("migrate", help="create or migrate the store's schema and exit")
+    migrate.add_argument("--config", type=Path, default=None)
     try:
         from bridge.tools_cli import add_tool_commands
     except ImportError:
@@ -56,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{config.path}: ok ({len(config.carriers)} carriers, {len(config.apps)} apps, "
               f"{len(config.channels)} channels, {len(config.templates)} templates)")
         return 0
+    if args.command == "db":
+        return _migrate(config)
     if args.command == "run":
         from bridge.daemon import run_daemon
         return run_daemon(config)
@@ -64,6 +70,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure_logging("warning", None, config.logging.redact)
     return run_tool(args.handler, config, args)
+
+
+def _migrate(config: BridgeConfig) -> int:
+    """Open the store once: opening creates or migrates the schema (under a lock)."""
+    from bridge.store import StoreError, open_store, result_of
+
+    try:
+        store = open_store(config.store, inline=True)
+    except StoreError as exc:
+        print(f"smpp-bridge: {exc}", file=sys.stderr)
+        return 1
+    result_of(store.close())
+    print(f"{store.description}: schema up to date ({config.store.backend})")
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

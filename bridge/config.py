@@ -20,6 +20,7 @@ __all__ = [
     "AppConfig",
     "BindSpec",
     "BridgeConfig",
+    "ClusterConfig",
     "CallbackConfig",
     "CarrierConfig",
     "ChannelConfig",
@@ -54,6 +55,18 @@ class ApiConfig:
 class StoreConfig:
     path: Path = Path("var/bridge.db")
     commit_interval_ms: int = 5
+    url: str | None = None          # postgresql://... : the PostgreSQL backend instead of SQLite
+    retention_days: float = 90.0    # FAQ 12.15: send records are kept at least 90 days
+
+    @property
+    def backend(self) -> str:
+        return "postgresql" if self.url else "sqlite"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    node: str | None = None         # this instance's name; default host name + pid
+    failover_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +156,7 @@ class BridgeConfig:
     path: Path
     api: ApiConfig
     store: StoreConfig
+    cluster: ClusterConfig
     logging: LogConfig
     simulator: SimulatorConfig
     rules: RulesConfig
@@ -243,7 +257,7 @@ def load_config(path: Path | str | None = None, *, profiles_path: Path | None = 
     except ProfileError as exc:
         raise ConfigError(str(exc)) from None
 
-    known = {"api", "store", "logging", "simulator", "rules", "callbacks", "carriers", "apps",
+    known = {"api", "store", "cluster", "logging", "simulator", "rules", "callbacks", "carriers", "apps",
              "channels", "templates", "routing"}
     for key in raw:
         if key not in known:
@@ -257,9 +271,21 @@ def load_config(path: Path | str | None = None, *, profiles_path: Path | None = 
         operator_token=_secret(rd, a, "api.operator_token", "operator_token"),
     )
     s = rd.table(raw, "store", "store")
+    url = _secret(rd, s, "store.url", "url") or None
+    if url is not None and not url.startswith(("postgresql://", "postgres://")):
+        raise rd.fail("store.url", "expected a postgresql:// URL")
     store = StoreConfig(
         path=Path(rd.str(s, "store.path", "path", "var/bridge.db")),
         commit_interval_ms=rd.int(s, "store.commit_interval_ms", "commit_interval_ms", 5, 0, 1000),
+        url=url,
+        retention_days=rd.num(s, "store.retention_days", "retention_days", 90.0, 0.0001),
+    )
+    cl = rd.table(raw, "cluster", "cluster")
+    node = cl.get("node")
+    if node is not None and (not isinstance(node, str) or not node.strip()):
+        raise rd.fail("cluster.node", "expected a non-empty string")
+    cluster = ClusterConfig(
+        node=node, failover_s=rd.num(cl, "cluster.failover_s", "failover_s", 10.0, 0.5),
     )
     lg = rd.table(raw, "logging", "logging")
     logging_cfg = LogConfig(
@@ -308,7 +334,7 @@ def load_config(path: Path | str | None = None, *, profiles_path: Path | None = 
         if carrier not in carriers:
             raise rd.fail(f"routing.overrides.{number}", f"unknown carrier {_show(carrier)}")
     return BridgeConfig(
-        path=path, api=api, store=store, logging=logging_cfg, simulator=simulator, rules=rules,
+        path=path, api=api, store=store, cluster=cluster, logging=logging_cfg, simulator=simulator, rules=rules,
         callbacks=callbacks, carriers=carriers, apps=apps, channels=channels, templates=templates,
         routing_overrides=dict(overrides),
     )

@@ -18,23 +18,30 @@ from typing import Any
 import structlog
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ReactorNotRunning
+from twisted.internet.task import LoopingCall
 
 from bridge.api import ApiState, build_site
 from bridge.config import BridgeConfig, CarrierConfig
 from bridge.dispatcher import Dispatcher
 from bridge.finaliser import Finaliser
+from bridge.gauges import StoreGauges
 from bridge.inbound import InboundHandler
 from bridge.intake import IntakeService
 from bridge.logs import configure_logging
+from bridge.matching import ReceiptMatcher
 from bridge.metrics import MetricsSources, render_metrics
 from bridge.mo import MoHandler
+from bridge.models import InboundMessage
 from bridge.openapi import openapi_document
 from bridge.outbox import Pusher
 from bridge.receipts import StatusMap
+from bridge.retention import Pruner
 from bridge.routing import Router
+from bridge.rules import SendingWindow
+from bridge.smpp.codec import Pdu
 from bridge.smpp.config import BindConfig
 from bridge.smpp.link import CarrierLink
-from bridge.store import Store, try_lock_store
+from bridge.store import StoreInUseError, lock_store, open_store
 from carriers.profiles import load_profiles
 
 __all__ = ["Daemon", "run_daemon"]
@@ -66,59 +73,80 @@ class Daemon:
         self.reactor = reactor
         self.simulator: Any = None
         self.api_port: Any = None
-        self._timers: list[Any] = []
+        self._timers: list[LoopingCall] = []
+        self._stopping = False
 
     # -- start --------------------------------------------------------------------------
 
-    def start(self) -> dict[str, Any]:
+    def start(self) -> Deferred[dict[str, Any]]:
+        """Open the store, wire the pipeline, resume, listen; fires with the ready line."""
+        return Deferred.fromCoroutine(self._start())
+
+    async def _start(self) -> dict[str, Any]:
         cfg, reactor = self.config, self.reactor
         now = reactor.seconds
-        self._lock = try_lock_store(cfg.store.path)
-        if self._lock is None:
-            raise RuntimeError(f"store {cfg.store.path} is in use by another smpp-bridge process")
-        self.store = store = Store(cfg.store.path, clock=reactor,
-                                   commit_interval_s=cfg.store.commit_interval_ms / 1000)
-        store.start_background_checkpoints()
+        if cfg.store.backend == "sqlite":
+            self._lock = lock_store(cfg.store)
+            if self._lock is None:
+                raise StoreInUseError(f"store {cfg.store.path} is in use by another smpp-bridge process")
+        self.store = store = open_store(cfg.store, reactor=reactor)
         targets = {cid: (c.host, c.port) for cid, c in cfg.carriers.items()}
         if cfg.simulator.embedded:
             targets = self._start_simulator()
         profiles, numbering = load_profiles()
         self.router = Router(profiles, numbering, cfg.routing_overrides)
         status_map = StatusMap.load()
-        self.finaliser = Finaliser(store, now=now)
+        self.finaliser = Finaliser(store, now=now, receipt_timeout_s=cfg.rules.receipt_timeout_s)
+        self.matcher = ReceiptMatcher(store, self.finaliser, status_map, profiles, now=now)
         self.pusher = Pusher(store, cfg.callbacks, reactor=reactor)
-        self.dispatcher = Dispatcher(store, self.finaliser, {c: p for c, p in profiles.items()},
+        self.dispatcher = Dispatcher(store, self.finaliser, self.matcher, dict(profiles),
                                      reactor=reactor, now=now, on_change=self._wake_pusher)
         self.mo = MoHandler(cfg, store, now=now, on_push=self._wake_pusher)
-        self.inbound = InboundHandler(store, self.finaliser, self.dispatcher, status_map, profiles, self.mo,
-                                      now=now, on_change=self._wake_pusher)
+        self.inbound = InboundHandler(store, self.matcher, self.mo, on_change=self._wake_pusher)
         for cid, carrier in cfg.carriers.items():
             if not carrier.enabled:
                 continue
             host, port = targets[cid]
             link = CarrierLink(cid, bind_configs(carrier, host, port), reactor=reactor,
-                               on_outcomes=self.dispatcher.on_outcomes, on_deliver=self.inbound.on_deliver)
+                               on_outcomes=self.dispatcher.on_outcomes, on_deliver=self._on_deliver)
             self.dispatcher.add_link(cid, link)
-        self.intake = IntakeService(cfg, store, self.router, clock_now=now)
+        self.intake = IntakeService(cfg, store, self.router, self.finaliser, clock_now=now)
+        self.gauges = StoreGauges(store)
+        self.pruner = Pruner(store, cfg.store.retention_days, clock=reactor, now=now)
         self.api_state = ApiState(
             binds=self.dispatcher.bind_status, health=self._health, after_accept=self._after_accept,
             metrics=render_metrics(self._metric_sources()),
             openapi=lambda: openapi_document(cfg),
         )
-        site = build_site(cfg, store, self.intake, self.finaliser, self.api_state)
+        # Resume: held messages wait for the quiet hours in force now; parts are counted.
+        window = SendingWindow(cfg.rules.quiet_start_min, cfg.rules.quiet_end_min, cfg.rules.utc_offset_hours)
+        moved = await store.messages.reschedule_held(window.release_at(now()) or now())
+        if moved:
+            log.info("held.rescheduled", messages=moved)
+        await self.mo.start()
+        await self.dispatcher.start()
+        await store.durable()
+        site = build_site(cfg, store, self.intake, self.api_state)
         self.api_port = reactor.listenTCP(cfg.api.port, site, interface=cfg.api.host)
-        self.dispatcher.start()
         self.pusher.start()
-        self._every(self._expire_overdue, min(60.0, max(0.05, cfg.rules.receipt_timeout_s / 10)))
+        self.gauges.start(reactor)
+        self.pruner.start()
+        self._every(self.finaliser.expire_overdue, min(60.0, max(0.05, cfg.rules.receipt_timeout_s / 10)))
         self._every(self._release_held, 1.0)
+        self._every(self.matcher.sweep, 1.0)
         self._every(self.pusher.wake, 1.0)   # picks up pushes queued by operator tools
         self._every(self.mo.expire_stale, min(30.0, max(0.05, cfg.rules.mo_reassembly_ttl_s / 10)))
-        ready = {"event": "ready", "api": self.api_port.getHost().port, "db": str(cfg.store.path)}
+        ready = {"event": "ready", "api": self.api_port.getHost().port, "db": store.description,
+                 "backend": cfg.store.backend}
         if self.simulator is not None:
             ready["sim"] = dict(self.simulator.ports)
             ready["control"] = self.simulator.control_port
         log.info("daemon.started", **{k: v for k, v in ready.items() if k != "event"})
         return ready
+
+    def _on_deliver(self, carrier: str, bind_id: str, pdu: Pdu) -> Deferred[int]:
+        """The protocol boundary: only a protocol-neutral record goes past the link."""
+        return self.inbound.on_deliver(carrier, bind_id, InboundMessage.from_fields(pdu.fields))
 
     def _start_simulator(self) -> dict[str, tuple[str, int]]:
         from carriers.sim.config import load_config as load_sim_config
@@ -133,34 +161,26 @@ class Daemon:
         return {cid: ("127.0.0.1", port) for cid, port in self.simulator.ports.items()}
 
     def _every(self, fn: Any, interval: float) -> None:
-        def run() -> None:
-            try:
-                fn()
-            except Exception:
-                log.exception("daemon.timer_failed", timer=getattr(fn, "__name__", "?"))
-            self._timers.append(self.reactor.callLater(interval, run))
-            if len(self._timers) > 32:
-                self._timers = [t for t in self._timers if t.active()]
+        """Run ``fn`` every ``interval`` seconds; a pass that returns a Deferred finishes first."""
+        loop = LoopingCall(fn)
+        loop.clock = self.reactor
+        name = getattr(fn, "__name__", "?")
 
-        self._timers.append(self.reactor.callLater(interval, run))
+        def failed(failure: Any) -> None:
+            log.error("daemon.timer_failed", timer=name, error=str(failure.value))
+            if not self._stopping:
+                self._every(fn, interval)   # keep the periodic work alive after a failure
+        loop.start(interval, now=False).addErrback(failed)
+        self._timers.append(loop)
 
     # -- periodic work ------------------------------------------------------------------
 
-    def _expire_overdue(self) -> None:
-        """No receipt within receipt_timeout_s: the platform records EXPIRED itself."""
-        cutoff = self.reactor.seconds() - self.config.rules.receipt_timeout_s
-        ids = self.store.overdue_segments(cutoff)
-        for segment_id in ids:
-            self.finaliser.segment_final(segment_id, "EXPIRED", "SC:NORECEIPT")
-        if ids:
-            log.info("receipts.expired", segments=len(ids))
-            self._wake_pusher()
-
-    def _release_held(self) -> None:
-        released = self.store.release_held(self.reactor.seconds())
-        if released:
-            log.info("held.released", messages=len(released))
-            self.dispatcher.kick()
+    def _release_held(self) -> Deferred[None]:
+        def released(ids: list[str]) -> None:
+            if ids:
+                log.info("held.released", messages=len(ids))
+                self.dispatcher.kick()
+        return self.store.messages.release_held(self.reactor.seconds()).addCallback(released)
 
     def _after_accept(self) -> None:
         self.dispatcher.kick()
@@ -184,20 +204,23 @@ class Daemon:
             finalised=lambda: dict(self.finaliser.finalised),
             receipts=lambda: dict(self.inbound.receipts),
             mo=lambda: self.inbound.mo_count,
-            pushes=self.store.outbox_counts,
+            pushes=lambda: dict(self.gauges.pushes),
             binds=self.dispatcher.bind_status,
             store_commits=lambda: (self.store.commits, self.store.commit_seconds),
-            backlog=self.store.segment_counts,
+            backlog=lambda: dict(self.gauges.segments),
         )
 
     # -- stop ---------------------------------------------------------------------------
 
     def stop(self) -> Deferred[None]:
         log.info("daemon.stopping")
+        self._stopping = True
         self.api_state.accepting = False
-        for t in self._timers:
-            if t.active():
-                t.cancel()
+        for loop in self._timers:
+            if loop.running:
+                loop.stop()
+        self.gauges.stop()
+        self.pruner.stop()
         d = self.dispatcher.stop(DRAIN_TIMEOUT_S)
         d.addBoth(lambda _: self.pusher.stop())
         d.addBoth(lambda _: self.api_port.stopListening() if self.api_port else None)
@@ -214,17 +237,18 @@ def run_daemon(config: BridgeConfig) -> int:
     daemon = Daemon(config, reactor)
     exit_code = [0]
 
-    def start() -> None:
-        try:
-            ready = daemon.start()
-        except Exception as exc:  # a port in use, an unreadable store: one line, exit 1
-            print(f"smpp-bridge: cannot start: {exc}", file=sys.stderr)
-            log.exception("daemon.start_failed")
-            exit_code[0] = 1
-            reactor.stop()
-            return
+    def started(ready: dict[str, Any]) -> None:
         print(json.dumps(ready), flush=True)
         reactor.addSystemEventTrigger("before", "shutdown", daemon.stop)
+
+    def failed(failure: Any) -> None:   # a port in use, an unreadable store: one line, exit 1
+        print(f"smpp-bridge: cannot start: {failure.value}", file=sys.stderr)
+        log.error("daemon.start_failed", error=str(failure.value), error_type=failure.type.__name__)
+        exit_code[0] = 1
+        _stop_once()
+
+    def start() -> None:
+        daemon.start().addCallbacks(started, failed)
 
     def on_signal(signum: int, _frame: object) -> None:
         # Our own handlers: Twisted skips SIGINT when it starts out ignored (e.g. a daemon

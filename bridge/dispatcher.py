@@ -15,9 +15,11 @@ import structlog
 from twisted.internet.defer import Deferred
 
 from bridge.finaliser import Finaliser
+from bridge.matching import ReceiptMatcher
 from bridge.models import SegmentRecord
 from bridge.smpp.types import BindStatus, OutboundSegment, StopReport, SubmitOutcome
 from bridge.store import Store
+from bridge.store.records import SubmitAccepted
 from carriers.profiles import CarrierProfile, canonical_message_id
 
 __all__ = ["Dispatcher", "LinkLike", "smpp_failure_status"]
@@ -44,11 +46,12 @@ def smpp_failure_status(command_status: int) -> tuple[str, str]:
 class Dispatcher:
     """Feeds links from the store; applies submit outcomes (and receipts that beat them)."""
 
-    def __init__(self, store: Store, finaliser: Finaliser, profiles: Mapping[str, CarrierProfile], *,
-                 reactor: Any, now: Callable[[], float] = time.time,
+    def __init__(self, store: Store, finaliser: Finaliser, matcher: ReceiptMatcher,
+                 profiles: Mapping[str, CarrierProfile], *, reactor: Any, now: Callable[[], float] = time.time,
                  on_change: Callable[[], None] = lambda: None) -> None:
         self._store = store
         self._finaliser = finaliser
+        self._matcher = matcher
         self._profiles = profiles
         self._reactor = reactor
         self._now = now
@@ -56,10 +59,7 @@ class Dispatcher:
         self.links: dict[str, LinkLike] = {}
         self._feed_pending = False
         self._stopping = False
-        # Receipts that arrived before their submit_sm_resp was stored: (carrier, canonical id).
-        self._early_receipts: set[tuple[str, str]] = set()
         self._marking: dict[str, int] = {}   # taken from the store, waiting for their commit
-        self.apply_early_receipt: Callable[[str, str, int], None] = lambda carrier, cid, seg: None
         self.submitted = 0
         self.failed = 0
         self._ticker: Any = None
@@ -69,14 +69,18 @@ class Dispatcher:
     def add_link(self, carrier: str, link: LinkLike) -> None:
         self.links[carrier] = link
 
-    def start(self) -> None:
-        resent = self._store.requeue_all_dispatched()
-        if resent:
-            log.warning("dispatch.resend_after_restart", segments=resent)
-        self._early_receipts.update(self._store.all_unmatched_receipt_ids())
-        for link in self.links.values():
-            link.start()
-        self._tick()
+    def start(self, *, resend_dispatched: bool = True) -> Deferred[None]:
+        """Start the links; first, after a crash, requeue what was in flight (flagged)."""
+        d: Deferred[int] = (self._store.messages.requeue_all_dispatched() if resend_dispatched
+                            else Deferred.fromCoroutine(_zero()))
+
+        def started(resent: int) -> None:
+            if resent:
+                log.warning("dispatch.resend_after_restart", segments=resent)
+            for link in self.links.values():
+                link.start()
+            self._tick()
+        return d.addCallback(started)
 
     def stop(self, drain_timeout_s: float) -> Deferred[None]:
         """Stop feeding; let links drain, then put what they did not finish back in the queue."""
@@ -87,11 +91,13 @@ class Dispatcher:
             self._ticker.cancel()
         ds = [link.stop(drain_timeout_s) for link in self.links.values()]
 
-        def requeue(reports: list[StopReport]) -> None:
+        def requeue(reports: list[StopReport]) -> Deferred[None]:
             for rep in reports:
                 maybe = set(rep.maybe_sent)
-                self._store.requeue([s for s in rep.unfinished if s in maybe], possible_duplicate=True)
-                self._store.requeue([s for s in rep.unfinished if s not in maybe], possible_duplicate=False)
+                self._store.messages.requeue([s for s in rep.unfinished if s in maybe], possible_duplicate=True)
+                self._store.messages.requeue([s for s in rep.unfinished if s not in maybe],
+                                             possible_duplicate=False)
+            return self._store.durable()
 
         return gatherResults(ds, consumeErrors=True).addCallback(requeue)
 
@@ -121,18 +127,33 @@ class Dispatcher:
             room = link.room() - self._marking.get(carrier, 0)
             if room <= 0:
                 continue
-            records = self._store.take_queued(carrier, room)
-            if records:
-                # "dispatched" must be durable before the submit goes out: after a crash
-                # it is what marks the resend as a possible duplicate.
-                self._marking[carrier] = self._marking.get(carrier, 0) + len(records)
-                self._store.durable().addCallbacks(self._hand_over, self._feed_failed,
-                                                   callbackArgs=(carrier, link, records))
+            # Counted as taken until the store answers, so a second feed cannot overfill.
+            self._marking[carrier] = self._marking.get(carrier, 0) + room
+            self._store.messages.take_queued(carrier, room).addCallbacks(
+                self._taken, self._take_failed, callbackArgs=(carrier, link, room), errbackArgs=(carrier, room))
+
+    def _taken(self, records: list[SegmentRecord], carrier: str, link: LinkLike, room: int) -> None:
+        self._marking[carrier] -= room - len(records)
+        if records:
+            # "dispatched" must be durable before the submit goes out: after a crash
+            # it is what marks the resend as a possible duplicate.
+            self._store.durable().addCallbacks(self._hand_over, self._hand_over_failed,
+                                               callbackArgs=(carrier, link, records),
+                                               errbackArgs=(carrier, records))
+
+    def _take_failed(self, failure: Any, carrier: str, room: int) -> None:
+        self._marking[carrier] -= room
+        log.error("dispatch.take_failed", carrier=carrier, error=str(failure.value))
+
+    def _hand_over_failed(self, failure: Any, carrier: str, records: list[SegmentRecord]) -> None:
+        # The dispatched mark did not commit: the rows are still queued in the store.
+        self._marking[carrier] -= len(records)
+        log.error("dispatch.feed_failed", carrier=carrier, error=str(failure.value))
 
     def _hand_over(self, _: object, carrier: str, link: LinkLike, records: list[SegmentRecord]) -> None:
         self._marking[carrier] -= len(records)
         if self._stopping:
-            self._store.requeue([r.id for r in records], possible_duplicate=False)
+            self._store.messages.requeue([r.id for r in records], possible_duplicate=False)
             return
         link.enqueue([_outbound(r) for r in records])
 
@@ -140,38 +161,39 @@ class Dispatcher:
 
     def on_outcomes(self, outcomes: list[SubmitOutcome]) -> None:
         now = self._now()
-        accepted: list[tuple[int, str, str, float, bool]] = []
-        early: list[tuple[str, str, int]] = []
+        accepted: list[SubmitAccepted] = []
         for o in outcomes:
             seg = o.segment
             if o.accepted and o.message_id is not None:
                 profile = self._profiles[seg.carrier]
                 cid = canonical_message_id(profile.message_id_dialect, o.message_id)
-                accepted.append((seg.segment_id, cid, o.message_id, now, seg.possible_duplicate))
-                if (seg.carrier, cid) in self._early_receipts:
-                    early.append((seg.carrier, cid, seg.segment_id))
+                accepted.append(SubmitAccepted(seg.segment_id, seg.carrier, cid, o.message_id, now,
+                                               seg.possible_duplicate))
             else:
                 status, org = smpp_failure_status(o.command_status)
                 self._finaliser.segment_final(seg.segment_id, status, org, o.command_status,
-                                              possible_duplicate=seg.possible_duplicate)
+                                              possible_duplicate=seg.possible_duplicate).addErrback(self._failed)
                 self.failed += 1
         if accepted:
-            self._store.record_submitted(accepted)
             self.submitted += len(accepted)
-        for carrier, cid, seg_id in early:
-            self._early_receipts.discard((carrier, cid))
-            self.apply_early_receipt(carrier, cid, seg_id)
+            d = self._store.messages.record_submitted(accepted)
+            d.addCallback(lambda early: self._matcher.apply_early(early) if early else None)
+            d.addErrback(self._failed)
         self._on_change()
         self.kick()
 
-    def remember_early_receipt(self, carrier: str, canonical_id: str) -> None:
-        self._early_receipts.add((carrier, canonical_id))
+    def _failed(self, failure: Any) -> None:
+        log.error("dispatch.outcome_not_stored", error=str(failure.value))
 
     def bind_status(self) -> list[BindStatus]:
         out: list[BindStatus] = []
         for link in self.links.values():
             out.extend(link.snapshot())
         return out
+
+
+async def _zero() -> int:
+    return 0
 
 
 def _outbound(r: SegmentRecord) -> OutboundSegment:

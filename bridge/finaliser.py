@@ -2,8 +2,9 @@
 
 A long message is one ``smsMsgId``: it is final when every segment is, ``DELIVRD`` only
 when all segments are, otherwise the status of the first failing segment. The report is
-queued in the same transaction as the final state, so a crash can neither lose it nor
-queue it twice (the outbox keeps one report per message).
+queued right behind the final state, before anything waits on ``durable()``, so a crash
+can neither lose it nor queue it twice (the outbox keeps one report per message).
+The expiry policy lives here too: no receipt within the timeout is ``EXPIRED``.
 """
 
 from __future__ import annotations
@@ -13,12 +14,20 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import structlog
+from twisted.internet.defer import Deferred
+
 from bridge.models import MessageRecord
 from bridge.store import Store
+from bridge.store.records import PushKind
 
 __all__ = ["Finaliser", "iso_time", "report_payload"]
 
+log = structlog.get_logger("finaliser")
+
 DELIVERED = "DELIVRD"
+EXPIRED = "EXPIRED"
+NO_RECEIPT = "SC:NORECEIPT"
 
 
 def iso_time(ts: float) -> str:
@@ -46,52 +55,75 @@ class Finaliser:
     """Applies final segment statuses and finalises messages; counts what it did."""
 
     def __init__(self, store: Store, *, now: Callable[[], float] = time.time,
-                 describe: Callable[[str], str] = lambda code: "") -> None:
+                 describe: Callable[[str], str] = lambda code: "",
+                 receipt_timeout_s: float = 259_200.0) -> None:
         self._store = store
         self._now = now
         self._describe = describe
+        self._receipt_timeout = receipt_timeout_s
         self.finalised: dict[str, int] = {}
         self.reports_queued = 0
 
     def segment_final(self, segment_id: int, status: str, org_code: str,
                       submit_status: int | None = None, *, total: int | None = None,
-                      possible_duplicate: bool = False) -> str | None:
-        """Record a final segment; returns the message id if this made the message final.
+                      possible_duplicate: bool = False) -> Deferred[str | None]:
+        """Record a final segment; fires with the message id if this made the message final.
 
         ``total`` (when the caller knows it) spares single-segment messages, most of the
         traffic, the look at their sibling segments.
         """
+        return Deferred.fromCoroutine(self._segment_final(segment_id, status, org_code, submit_status,
+                                                          total, possible_duplicate))
+
+    async def _segment_final(self, segment_id: int, status: str, org_code: str, submit_status: int | None,
+                             total: int | None, possible_duplicate: bool) -> str | None:
         now = self._now()
-        message_id = self._store.record_segment_final(segment_id, status, org_code, now, submit_status,
-                                                      possible_duplicate)
+        message_id = await self._store.messages.record_segment_final(
+            segment_id, status, org_code, now, submit_status, possible_duplicate)
         if message_id is None:
             return None
         if total == 1:
-            return message_id if self.message_final(message_id, status, org_code, 1, now) else None
-        return message_id if self.check_message(message_id, now) else None
-
-    def check_message(self, message_id: str, now: float | None = None) -> bool:
-        now = self._now() if now is None else now
-        segments = self._store.segments_of(message_id)
-        if not segments or any(state != "final" for _seq, state, _s, _o in segments):
-            return False
-        deciding = next(((seq, st, oc) for seq, _state, st, oc in segments if st != DELIVERED), None)
-        if deciding is None:
-            seq, _state, status, org_code = segments[-1]
+            done = await self._message_final(message_id, status, org_code, 1, now)
         else:
-            seq, status, org_code = deciding
-        return self.message_final(message_id, status or "UNDELIV", org_code or "", seq, now)
+            done = await self._check_message(message_id, now)
+        return message_id if done else None
+
+    async def _check_message(self, message_id: str, now: float) -> bool:
+        segments = await self._store.messages.segments_of(message_id)
+        if not segments or any(s.state != "final" for s in segments):
+            return False
+        deciding = next((s for s in segments if s.status != DELIVERED), segments[-1])
+        return await self._message_final(message_id, deciding.status or "UNDELIV", deciding.org_code or "",
+                                         deciding.seq, now)
 
     def message_final(self, message_id: str, status: str, org_code: str, sequence: int,
-                      now: float | None = None) -> bool:
+                      now: float | None = None) -> Deferred[bool]:
         """Finalise a message (also used by pre-send rules) and queue its status report."""
-        now = self._now() if now is None else now
-        msg = self._store.finalise_message(message_id, status, org_code, sequence, now)
+        return Deferred.fromCoroutine(self._message_final(message_id, status, org_code, sequence,
+                                                          self._now() if now is None else now))
+
+    async def _message_final(self, message_id: str, status: str, org_code: str, sequence: int,
+                             now: float) -> bool:
+        msg = await self._store.messages.finalise_message(message_id, status, org_code, sequence, now)
         if msg is None:
             return False
         self.finalised[status] = self.finalised.get(status, 0) + 1
         if msg.status_callback:
             payload = report_payload(msg, status, org_code, self._describe(org_code), sequence, now)
-            if self._store.queue_push("report", message_id, msg.status_callback, payload, now) is not None:
+            if await self._store.outbox.queue(PushKind.REPORT, message_id, msg.status_callback, payload,
+                                              now) is not None:
                 self.reports_queued += 1
         return True
+
+    def expire_overdue(self) -> Deferred[int]:
+        """No receipt within the receipt timeout: the platform records EXPIRED itself."""
+        return Deferred.fromCoroutine(self._expire_overdue())
+
+    async def _expire_overdue(self) -> int:
+        cutoff = self._now() - self._receipt_timeout
+        ids = await self._store.messages.overdue_segments(cutoff)
+        for segment_id in ids:
+            await self._segment_final(segment_id, EXPIRED, NO_RECEIPT, None, None, False)
+        if ids:
+            log.info("receipts.expired", segments=len(ids))
+        return len(ids)

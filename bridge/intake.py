@@ -14,15 +14,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet.defer import Deferred, gatherResults, succeed
+
 from bridge.config import AppConfig, BridgeConfig
 from bridge.encoder import ConcatRefCounter, MessageTooLongError, encode_message
-from bridge.finaliser import iso_time
+from bridge.finaliser import Finaliser, iso_time
 from bridge.ids import new_message_id
 from bridge.models import MessageState, NewMessage, NewSegment
 from bridge.numbers import InvalidNumberError, normalise_number
 from bridge.routing import Router, RoutingError
 from bridge.rules import FrequencyLimiter, SendingWindow, Verdict
 from bridge.store import Store
+from bridge.store.records import RecentSend
 from bridge.template import Template, TemplateParamError, parse_template
 from bridge.urlpolicy import check_push_url
 
@@ -77,6 +80,46 @@ class ResultRow:
 
 
 @dataclass(frozen=True, slots=True)
+class _Request:
+    """A validated send request, before the rules that need the store."""
+
+    app: AppConfig
+    sender: str
+    signature: str
+    recipients: tuple[tuple[str, str], ...]   # (as given, E.164)
+    content: str
+    klass: str
+    callback: str
+    extend: str
+
+
+class _RecipientGate:
+    """Serialises requests per recipient between reading its history and queueing its insert.
+
+    Without it two concurrent requests to one number could both pass a frequency limit
+    on a backend whose reads answer later; requests to other numbers never wait.
+    """
+
+    def __init__(self) -> None:
+        self._busy: dict[str, Deferred[None]] = {}
+
+    def enter(self, keys: Sequence[str]) -> Deferred[Callable[[], None]]:
+        waits = list({id(d): d for d in (self._busy[k] for k in keys if k in self._busy)}.values())
+        mine: Deferred[None] = Deferred()
+        for k in keys:
+            self._busy[k] = mine
+
+        def release() -> None:
+            for k in keys:
+                if self._busy.get(k) is mine:
+                    del self._busy[k]
+            mine.callback(None)
+        if not waits:
+            return succeed(release)
+        return gatherResults(waits).addCallback(lambda _: release)
+
+
+@dataclass(frozen=True, slots=True)
 class Accepted:
     rows: tuple[ResultRow, ...]
     messages: tuple[NewMessage, ...]
@@ -98,14 +141,16 @@ def _field(body: Mapping[str, Any], name: str, kind: type | tuple[type, ...], re
 class IntakeService:
     """Validates requests and applies the pre-send rules; the API layer stores and answers."""
 
-    def __init__(self, config: BridgeConfig, store: Store, router: Router, *, clock_now: Callable[[], float],
-                 refs: ConcatRefCounter | None = None) -> None:
+    def __init__(self, config: BridgeConfig, store: Store, router: Router, finaliser: Finaliser, *,
+                 clock_now: Callable[[], float], refs: ConcatRefCounter | None = None) -> None:
         self._config = config
         self._store = store
         self._router = router
+        self._finaliser = finaliser
         self._now = clock_now
         self._refs = refs or ConcatRefCounter(start=secrets.randbelow(256))
-        self._limiter = FrequencyLimiter(store, config.rules.exempt_numbers)
+        self._gate = _RecipientGate()
+        self._limiter = FrequencyLimiter(config.rules.exempt_numbers)
         self._window = SendingWindow(config.rules.quiet_start_min, config.rules.quiet_end_min,
                                      config.rules.utc_offset_hours)
         self.accepted = 0
@@ -124,8 +169,38 @@ class IntakeService:
             raise IntakeError("E200001", "body: a string holds an unpaired UTF-16 surrogate") from None
         return body
 
-    def accept(self, app: AppConfig, body: Mapping[str, Any]) -> Accepted:
-        """Validate ``body`` for ``app`` and build the messages; raises IntakeError."""
+    def submit(self, app: AppConfig, body: Mapping[str, Any]) -> Deferred[Accepted]:
+        """Validate, apply the rules, store: fires once every recipient's message is durable.
+
+        Fails with IntakeError (nothing stored) or StoreError (nothing acknowledged).
+        """
+        try:
+            request = self.validate(app, body)
+        except IntakeError as exc:
+            return Deferred.fromCoroutine(_raise(exc))
+        return Deferred.fromCoroutine(self._submit(request))
+
+    async def _submit(self, req: _Request) -> Accepted:
+        numbers = list(dict.fromkeys(n for _, n in req.recipients))
+        release = await self._gate.enter(numbers)
+        try:
+            now = self._now()
+            blacklisted = await self._store.blacklist.listed(req.sender, numbers)
+            limited = [n for n in numbers if n not in blacklisted and not self._limiter.exempt(n)]
+            history = await self._store.messages.recent_sends(limited, now - 86_400) if limited else []
+            accepted = self._build(req, blacklisted, history, now)
+            stored = [self._store.messages.insert(accepted.messages)]
+            stored += [self._finaliser.message_final(mid, v.status, v.org_code, 0, now)
+                       for mid, v in accepted.finals]
+        finally:
+            release()
+        await gatherResults(stored, consumeErrors=True)
+        await self._store.durable()
+        self.accepted += len(accepted.messages)
+        return accepted
+
+    def validate(self, app: AppConfig, body: Mapping[str, Any]) -> _Request:
+        """Check ``body`` for ``app`` without touching the store; raises IntakeError."""
         cfg = self._config
         sender = _field(body, "from", str, True)
         channel = cfg.channels.get(sender)
@@ -169,7 +244,7 @@ class IntakeService:
         extend = _field(body, "extend", str, False) or ""
         if len(extend) > MAX_EXTEND_CHARS:
             raise IntakeError("E200003", f"extend: more than {MAX_EXTEND_CHARS} characters")
-        return self._build(app, sender, channel.signature, recipients, content, klass, callback, extend)
+        return _Request(app, sender, channel.signature, tuple(recipients), content, klass, callback, extend)
 
     def _recipients(self, value: object) -> list[tuple[str, str]]:
         """(as given, normalised E.164) for every recipient, in request order."""
@@ -195,16 +270,20 @@ class IntakeService:
                 raise IntakeError("E200016", f"to[{i}]: {exc}") from None
         return out
 
-    def _build(self, app: AppConfig, sender: str, signature: str, recipients: Sequence[tuple[str, str]],
-               content: str, klass: str, callback: str, extend: str) -> Accepted:
-        now = self._now()
+    def _build(self, req: _Request, blacklisted: set[str], history: Sequence[RecentSend],
+               now: float) -> Accepted:
+        app, sender, signature, klass = req.app, req.sender, req.signature, req.klass
+        content, callback, extend = req.content, req.callback, req.extend
+        by_recipient: dict[str, list[RecentSend]] = {}
+        for h in history:
+            by_recipient.setdefault(h.recipient, []).append(h)
         created = iso_time(now)
         rows: list[ResultRow] = []
         messages: list[NewMessage] = []
         finals: list[tuple[str, Verdict]] = []
         seen: set[str] = set()
         release_at = None if klass == "otp" else self._window.release_at(now)
-        for given, number in recipients:
+        for given, number in req.recipients:
             mid = new_message_id(now)
             if number in seen:
                 rows.append(ResultRow(given, sender, mid, DUPLICATE, created))
@@ -221,10 +300,10 @@ class IntakeService:
                 carrier, mainland = route.carrier, route.mainland
             except RoutingError as exc:
                 verdict = Verdict("NOROUTE", "SC:NOROUTE", str(exc))
-            if verdict is None and self._store.is_blacklisted(sender, number):
+            if verdict is None and number in blacklisted:
                 verdict = REJECTED_BLACKLIST
             if verdict is None:
-                verdict = self._limiter.check(number, content_hash, now)
+                verdict = self._limiter.check(number, content_hash, now, by_recipient.get(number, ()))
             segments: tuple[NewSegment, ...] = ()
             if verdict is None and carrier is not None:
                 if carrier not in self._config.carriers:
@@ -250,5 +329,8 @@ class IntakeService:
                 release_at=release_at if state == MessageState.HELD else None,
                 segments=segments, counted=verdict is None,
             ))
-        self.accepted += len(messages)
         return Accepted(tuple(rows), tuple(messages), tuple(finals))
+
+
+async def _raise(exc: Exception) -> Accepted:
+    raise exc

@@ -29,22 +29,23 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import json
-import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 import structlog
+from twisted.internet.defer import Deferred
 
 from bridge.config import AppConfig, BridgeConfig, ChannelConfig
 from bridge.finaliser import iso_time
 from bridge.ids import new_message_id
 from bridge.logs import mask_number
-from bridge.models import NewMo
+from bridge.models import InboundMessage, NewMo
 from bridge.numbers import InvalidNumberError, normalise_number
-from bridge.smpp.codec import Pdu
 from bridge.store import Store
+from bridge.store.records import MoPart as StoredPart
+from bridge.store.records import PushKind
 from bridge.textcodec import ConcatInfo, decode_short_message, split_udh
 from bridge.unsubscribe import UnsubscribeMatcher
 
@@ -66,9 +67,6 @@ DOWNLINK_WINDOW_S: Final = 3 * 86_400.0
 _MAX_PARTS: Final = 255
 _MAX_REMEMBERED: Final = 10_000  # assembled replies kept to recognise redelivered parts
 
-# A stored part as Store.mo_parts returns it: (seq, total, text, received_at, carrier,
-# source, destination).
-_PartRow = tuple[int, int, str, float, str, str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,13 +114,13 @@ def _concat(udh: ConcatInfo | None, fields: Mapping[str, Any]) -> tuple[str, int
     return "sar", ref, total, seq
 
 
-def decode_mo(pdu: Pdu, dc0: str) -> MoPart:
+def decode_mo(message: InboundMessage, dc0: str) -> MoPart:
     """Text and concatenation of an MO deliver_sm; ``dc0`` is the carrier's data_coding 0.
 
     The text is ``message_payload`` when present (SMPP 3.4: sm_length is then 0), else
     ``short_message``. Decoding never raises: odd octets become U+FFFD.
     """
-    fields = pdu.fields
+    fields = message
     raw: Any = fields.get("message_payload") or fields.get("short_message") or b""
     if isinstance(raw, str):
         raw = raw.encode("latin-1", errors="replace")
@@ -185,8 +183,14 @@ class MoHandler:
         self._redelivered = 0
         # key -> (assembled at, {seq: text}) of replies assembled and committed.
         self._assembled_keys: OrderedDict[str, tuple[float, dict[int, str]]] = OrderedDict()
-        # Parts that survived a restart are still pending; count them once.
-        self._parts_pending = sum(len(store.mo_parts(key)) for key in store.stale_mo_keys(math.inf))
+        # Parts that survived a restart are still pending; counted once, by start().
+        self._parts_pending = 0
+
+    def start(self) -> Deferred[None]:
+        """Count the parts a previous run left waiting for their siblings."""
+        def counted(n: int) -> None:
+            self._parts_pending = n
+        return self._store.mo.pending_part_count().addCallback(counted)
 
     @property
     def stats(self) -> MoStats:
@@ -197,33 +201,40 @@ class MoHandler:
             redelivered=self._redelivered,
         )
 
-    def on_mo(self, carrier: str, pdu: Pdu) -> None:
-        """Store one MO deliver_sm (a whole reply or one part) in the open transaction."""
+    def on_mo(self, carrier: str, message: InboundMessage) -> Deferred[bool]:
+        """Store one MO deliver_sm (a whole reply or one part); fires True if a push was queued."""
+        return Deferred.fromCoroutine(self._on_mo(carrier, message))
+
+    async def _on_mo(self, carrier: str, message: InboundMessage) -> bool:
         now = self._now()
         self._received += 1
-        part = decode_mo(pdu, self._dc0(carrier))
+        part = decode_mo(message, self._dc0(carrier))
         if part.ref_kind is None:
-            queued = self._process(carrier, part.source, part.destination, part.text, now, incomplete=False)
+            queued = await self._process(carrier, part.source, part.destination, part.text, now, incomplete=False)
         else:
-            queued = self._add_part(carrier, part, now)
+            queued = await self._add_part(carrier, part, now)
         if queued:
             self._on_push()
+        return queued
 
-    def expire_stale(self) -> int:
-        """Forward every partial reply older than the TTL with what arrived; returns how many."""
+    def expire_stale(self) -> Deferred[int]:
+        """Forward every partial reply older than the TTL with what arrived; fires with how many."""
+        return Deferred.fromCoroutine(self._expire_stale())
+
+    async def _expire_stale(self) -> int:
         cutoff = self._now() - self._ttl
         self._forget_assembled(cutoff - 2 * self._ttl)
         count, queued = 0, False
-        for key in self._store.stale_mo_keys(cutoff):
-            parts = self._store.mo_parts(key)
+        for key in await self._store.mo.stale_keys(cutoff):
+            parts = await self._store.mo.parts(key)
             if not parts:
                 continue
-            total = parts[0][1]
+            total = parts[0].total
             if len(parts) < total and self._is_redelivery(key, parts):
-                self._discard_redelivery(key, parts)
+                await self._discard_redelivery(key, parts)
                 continue
-            log.info("mo.expired", carrier=parts[0][4], parts=len(parts), total=total)
-            queued |= self._assemble(key, parts, incomplete=len(parts) < total)
+            log.info("mo.expired", carrier=parts[0].carrier, parts=len(parts), total=total)
+            queued |= await self._assemble(key, parts, incomplete=len(parts) < total)
             count += 1
         if queued:
             self._on_push()
@@ -235,12 +246,12 @@ class MoHandler:
         cfg = self._config.carriers.get(carrier)
         return cfg.profile.data_coding_0 if cfg is not None else "gsm7"
 
-    def _add_part(self, carrier: str, part: MoPart, now: float) -> bool:
+    async def _add_part(self, carrier: str, part: MoPart, now: float) -> bool:
         key = part_key(carrier, part)
-        present = {row[0] for row in self._store.mo_parts(key)}
-        # INSERT OR REPLACE: an SMSC redelivery of the same seq replaces the part.
-        self._store.add_mo_part(key, part.seq, part.total, part.text, now, carrier, part.source,
-                                part.destination)
+        present = {p.seq for p in await self._store.mo.parts(key)}
+        # An SMSC redelivery of the same seq replaces the part.
+        await self._store.mo.add_part(key, StoredPart(part.seq, part.total, part.text, now, carrier,
+                                                      part.source, part.destination))
         if part.seq in present:
             log.info("mo.part_duplicate", carrier=carrier, seq=part.seq, total=part.total)
         else:
@@ -248,30 +259,36 @@ class MoHandler:
             present.add(part.seq)
         log.debug("mo.part_stored", carrier=carrier, seq=part.seq, total=part.total, present=len(present))
         if len(present) < part.total:
+            # Another part may have been stored since we looked (a concurrent handler, or
+            # another instance): the store, not our first look, says whether it is whole.
+            present = {p.seq for p in await self._store.mo.parts(key)}
+            if len(present) < part.total:
+                return False
+        parts = await self._store.mo.parts(key)
+        if len(parts) < part.total:   # another handler assembled it meanwhile
             return False
-        parts = self._store.mo_parts(key)
-        queued = self._assemble(key, parts, incomplete=False)
-        texts = {row[0]: row[2] for row in parts}
+        queued = await self._assemble(key, parts, incomplete=False)
+        texts = {p.seq: p.text for p in parts}
         # Remember only once committed: after a failed commit the SMSC redelivers every
         # unacknowledged part, and those must assemble into the reply, not be discarded.
         self._store.durable().addCallbacks(lambda _: self._remember_assembled(key, now, texts),
                                            lambda _: None)
         return queued
 
-    def _is_redelivery(self, key: str, parts: list[_PartRow]) -> bool:
+    def _is_redelivery(self, key: str, parts: list[StoredPart]) -> bool:
         """Whether every stored part repeats, within the TTL, the reply assembled under ``key``."""
         done = self._assembled_keys.get(key)
         if done is None:
             return False
         assembled_at, texts = done
-        return min(row[3] for row in parts) - assembled_at <= self._ttl and all(
-            texts.get(row[0]) == row[2] for row in parts)
+        return min(p.received_at for p in parts) - assembled_at <= self._ttl and all(
+            texts.get(p.seq) == p.text for p in parts)
 
-    def _discard_redelivery(self, key: str, parts: list[_PartRow]) -> None:
-        self._store.delete_mo_parts(key)
+    async def _discard_redelivery(self, key: str, parts: list[StoredPart]) -> None:
+        await self._store.mo.delete_parts(key)
         self._parts_pending = max(0, self._parts_pending - len(parts))
         self._redelivered += len(parts)
-        log.info("mo.redelivery_discarded", carrier=parts[0][4], parts=len(parts), total=parts[0][1])
+        log.info("mo.redelivery_discarded", carrier=parts[0].carrier, parts=len(parts), total=parts[0].total)
 
     def _remember_assembled(self, key: str, at: float, texts: dict[int, str]) -> None:
         self._assembled_keys[key] = (at, texts)
@@ -286,24 +303,25 @@ class MoHandler:
                 break
             del self._assembled_keys[key]
 
-    def _assemble(self, key: str, parts: list[_PartRow],
-                  incomplete: bool) -> bool:
+    async def _assemble(self, key: str, parts: list[StoredPart], incomplete: bool) -> bool:
         """Join the stored parts in seq order, delete them and process the whole reply."""
-        text = "".join(row[2] for row in parts)  # mo_parts is ordered by seq
-        received_at = max(row[3] for row in parts)
-        _, _, _, _, carrier, source, destination = parts[0]
-        self._store.delete_mo_parts(key)
+        text = "".join(p.text for p in parts)  # parts are ordered by seq
+        received_at = max(p.received_at for p in parts)
+        first = parts[0]
+        if not await self._store.mo.delete_parts(key):
+            return False   # claimed by a concurrent handler (or instance): it forwards the reply
         self._parts_pending = max(0, self._parts_pending - len(parts))
         if incomplete:
             self._incomplete += 1
         else:
             self._assembled += 1
-        return self._process(carrier, source, destination, text, received_at, incomplete=incomplete)
+        return await self._process(first.carrier, first.source, first.destination, text, received_at,
+                                   incomplete=incomplete)
 
     # -- one whole reply -------------------------------------------------------------
 
-    def _process(self, carrier: str, raw_source: str, destination: str, body: str, received_at: float,
-                 *, incomplete: bool) -> bool:
+    async def _process(self, carrier: str, raw_source: str, destination: str, body: str, received_at: float,
+                       *, incomplete: bool) -> bool:
         """Store the MO, apply an unsubscribe, queue the uplink push; True if a push was queued."""
         now = self._now()
         number = _e164_or_raw(raw_source)
@@ -312,10 +330,10 @@ class MoHandler:
         mo_id = new_message_id(received_at)
         downlink_id = None
         if channel is not None:
-            recent = self._store.recent_downlinks(channel.number, number, now - DOWNLINK_WINDOW_S)
+            recent = await self._store.messages.recent_downlinks(channel.number, number, now - DOWNLINK_WINDOW_S)
             downlink_id = recent[0] if len(recent) == 1 else None
         unsubscribe = self._matcher.matches(body)
-        self._store.insert_mo(NewMo(
+        await self._store.mo.insert(NewMo(
             id=mo_id, carrier=carrier, source=number, destination=destination,
             channel=channel.number if channel is not None else None,
             app_id=app.id if app is not None else None, body=body, created_at=received_at,
@@ -324,12 +342,12 @@ class MoHandler:
         self._stored += 1
         self._check_carrier(carrier, mo_id)
         if unsubscribe:
-            self._unsubscribe(channel, number, now, mo_id)
+            await self._unsubscribe(channel, number, now, mo_id)
         if channel is None:
             self._unknown += 1
             log.warning("mo.unknown_destination", mo_id=mo_id, carrier=carrier,
                         destination=mask_number(destination))
-        queued = self._queue_uplink(app, mo_id, number, destination, body, received_at, now)
+        queued = await self._queue_uplink(app, mo_id, number, destination, body, received_at, now)
         log.info("mo.stored", mo_id=mo_id, carrier=carrier,
                  channel=channel.number if channel is not None else None,
                  app=app.id if app is not None else None, incomplete=incomplete, unsubscribe=unsubscribe,
@@ -344,17 +362,17 @@ class MoHandler:
         reason = "unknown carrier" if cfg is None else "carrier profile has no MO"
         log.warning("mo.unexpected", mo_id=mo_id, carrier=carrier, reason=reason)
 
-    def _unsubscribe(self, channel: ChannelConfig | None, number: str, now: float, mo_id: str) -> None:
+    async def _unsubscribe(self, channel: ChannelConfig | None, number: str, now: float, mo_id: str) -> None:
         if channel is None:
             log.warning("mo.unsubscribe_unknown_channel", mo_id=mo_id, number=mask_number(number))
             return
-        added = self._store.add_blacklist(channel.number, number, now, mo_id)
+        added = await self._store.blacklist.add(channel.number, number, now, mo_id)
         self._unsubscribed += 1
         log.info("mo.unsubscribed", mo_id=mo_id, channel=channel.number, number=mask_number(number),
                  already_listed=not added)
 
-    def _queue_uplink(self, app: AppConfig | None, mo_id: str, number: str, destination: str, body: str,
-                      received_at: float, now: float) -> bool:
+    async def _queue_uplink(self, app: AppConfig | None, mo_id: str, number: str, destination: str, body: str,
+                            received_at: float, now: float) -> bool:
         if app is None:
             return False
         if not app.uplink_url:
@@ -365,7 +383,7 @@ class MoHandler:
              "createTime": iso_time(received_at)},
             ensure_ascii=False, separators=(",", ":"),
         )
-        if self._store.queue_push("uplink", mo_id, app.uplink_url, payload, now) is None:
+        if await self._store.outbox.queue(PushKind.UPLINK, mo_id, app.uplink_url, payload, now) is None:
             return False
         self._pushed += 1
         return True

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 
 __all__ = [
+    "InboundMessage",
     "MessageRecord",
     "NewMessage",
     "NewMo",
@@ -16,13 +19,13 @@ __all__ = [
 ]
 
 
-class MessageState:
+class MessageState(StrEnum):
     HELD = "held"          # waiting for sending hours
     QUEUED = "queued"      # segments queued or in flight
     FINAL = "final"        # mapped final status known; report queued
 
 
-class SegmentState:
+class SegmentState(StrEnum):
     QUEUED = "queued"
     DISPATCHED = "dispatched"   # handed to a bind; no submit_sm_resp stored yet
     SUBMITTED = "submitted"     # submit_sm_resp stored, waiting for the receipt
@@ -124,3 +127,52 @@ class NewMo:
     incomplete: bool
     unsubscribe: bool
     downlink_id: str | None
+
+
+_INBOUND_FIELDS = (
+    "source_addr", "destination_addr", "esm_class", "data_coding", "short_message", "message_payload",
+    "receipted_message_id", "message_state", "network_error_code",
+    "sar_msg_ref_num", "sar_total_segments", "sar_segment_seqnum",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage(Mapping[str, object]):
+    """A message from a carrier (receipt or MO), free of the protocol it came in.
+
+    The receipt parser and the MO decoder read it by field name (it is a read-only
+    mapping of the fields below that are set), so the SMPP layer's PDU objects stop at
+    the link and the two consumers stay pure functions over plain values.
+    """
+
+    source_addr: str = ""
+    destination_addr: str = ""
+    esm_class: int = 0
+    data_coding: int = 0
+    short_message: bytes = b""
+    message_payload: bytes | None = None
+    receipted_message_id: str | None = None
+    message_state: int | None = None
+    network_error_code: bytes | None = None
+    sar_msg_ref_num: int | None = None
+    sar_total_segments: int | None = None
+    sar_segment_seqnum: int | None = None
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, object]) -> InboundMessage:
+        """From decoded protocol fields; unknown names are dropped, wrong types kept as given."""
+        return cls(**{k: fields[k] for k in _INBOUND_FIELDS if fields.get(k) is not None})  # type: ignore[arg-type]
+
+    def __getitem__(self, key: str) -> object:
+        if key not in _INBOUND_FIELDS:
+            raise KeyError(key)
+        value = getattr(self, key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k in _INBOUND_FIELDS if getattr(self, k) is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)

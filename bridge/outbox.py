@@ -274,17 +274,18 @@ class Pusher:
         # Waiting for the commit makes our acks durable in one group commit, and means
         # rows are only pushed once the transaction that queued them is committed.
         d.addCallback(lambda _: self._store.durable())
-        d.addCallback(self._after_commit)
+        d.addCallback(lambda _: Deferred.fromCoroutine(self._after_commit()))
         d.addErrback(self._pump_failed)
 
-    def _after_commit(self, _: object) -> None:
-        self._committing = False
-        again, self._again = self._again, False
+    async def _after_commit(self) -> None:
+        # Still "committing" while due rows are read: one pump at a time.
         if self._running:
             now = self._reactor.seconds()
-            self._fill(now)
-            self._arm_idle_timer(now)
-        elif self._stop is not None and not self._inflight and not self._outcomes:
+            await self._fill(now)
+            await self._arm_idle_timer(now)
+        self._committing = False
+        again, self._again = self._again, False
+        if not self._running and self._stop is not None and not self._inflight and not self._outcomes:
             self._finish_stop()
         if again or self._outcomes:
             self._schedule_pump()
@@ -303,24 +304,24 @@ class Pusher:
             self._idle_timer = self._reactor.callLater(self._cfg.backoff_initial_s,
                                                        self._idle_timer_fired)
 
-    def _fill(self, now: float) -> None:
+    async def _fill(self, now: float) -> None:
         exhausted = False
         while len(self._inflight) < self._cfg.concurrency:
             if not self._ready:
                 if exhausted:
                     break
-                page = self._store.due_pushes(now, self._page, exclude=tuple(self._inflight))
+                page = await self._store.outbox.due(now, self._page, exclude=tuple(self._inflight))
                 exhausted = len(page) < self._page
                 if not page:
                     break
                 self._ready.extend(page)
             self._launch(self._ready.popleft(), now)
 
-    def _arm_idle_timer(self, now: float) -> None:
+    async def _arm_idle_timer(self, now: float) -> None:
         self._cancel_idle_timer()
         if len(self._inflight) >= self._cfg.concurrency:
             return  # a completion pumps again
-        nxt = self._store.next_push_at()
+        nxt = await self._store.outbox.next_due_at()
         if nxt is None:
             return
         if nxt <= now:
@@ -346,7 +347,7 @@ class Pusher:
         if problem is not None:
             # Retrying cannot make a refused URL acceptable; an operator who widens the
             # allow-list can requeue dead rows.
-            self._store.mark_push_dead(item, f"url policy: {problem}")
+            self._store.outbox.mark_dead(item, f"url policy: {problem}")
             self._dead += 1
             self._schedule_pump()  # the next pump commits this
             log.warning("push.dead", outbox_id=item.id, kind=item.kind, ref_id=item.ref_id,
@@ -424,7 +425,7 @@ class Pusher:
                 continue
             attempt = item.attempts + 1
             if out.error is None:
-                self._store.mark_pushed(item, now)
+                self._store.outbox.mark_pushed(item, now)
                 self._pushed += 1
                 log.debug("push.acked", outbox_id=item.id, kind=item.kind, ref_id=item.ref_id,
                           host=out.push.host, status=out.code, attempt=attempt,
@@ -432,7 +433,7 @@ class Pusher:
                 continue
             deadline = item.created_at + self._cfg.max_age_s
             if now >= deadline:
-                self._store.mark_push_dead(item, out.error)
+                self._store.outbox.mark_dead(item, out.error)
                 self._dead += 1
                 log.warning("push.dead", outbox_id=item.id, kind=item.kind, ref_id=item.ref_id,
                             host=out.push.host, status=out.code, error=out.error, attempt=attempt,
@@ -441,7 +442,7 @@ class Pusher:
             delay = backoff_delay(item.attempts, self._cfg.backoff_initial_s,
                                   self._cfg.backoff_max_s, self._rng)
             next_at = min(now + delay, deadline)  # one last try at the deadline
-            self._store.mark_push_failed(item, next_at, out.error)
+            self._store.outbox.mark_failed(item, next_at, out.error)
             self._failed += 1
             log.info("push.failed", outbox_id=item.id, kind=item.kind, ref_id=item.ref_id,
                      host=out.push.host, status=out.code, error=out.error, attempt=attempt,

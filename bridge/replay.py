@@ -4,6 +4,8 @@ Both work beside a running daemon without racing it: every change goes through t
 store's guarded updates (a segment or message is finalised once; a report is queued once
 per message), and pushes go through the outbox. If no daemon holds the store, the tool
 pushes the outbox itself with the daemon's own :class:`~bridge.outbox.Pusher`.
+They run without a reactor, so the store they get is opened inline (every call has
+finished when it returns; :func:`~bridge.store.result_of` reads it).
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bridge.finaliser import Finaliser
-from bridge.inbound import InboundHandler, ReceiptOutcome
+from bridge.matching import ReceiptMatcher, ReceiptOutcome
 from bridge.receipts import Receipt, ReceiptParseError, StatusMap, receipt_from_json
-from bridge.store import Store
+from bridge.store import Store, result_of
 from carriers.profiles import CarrierProfile
 
 __all__ = ["ReceiptSource", "ReplaySummary", "queue_report_replays", "replay_receipts"]
@@ -44,12 +46,12 @@ def queue_report_replays(store: Store, *, since: float | None, until: float | No
     """Queue a ``replay`` push of each selected message's report; returns the outbox ids."""
     summary = ReplaySummary()
     outbox_ids: list[int] = []
-    for msg in store.report_candidates(since=since, until=until, statuses=statuses, channel=channel,
-                                       recipient=recipient, ids=ids):
+    for msg in result_of(store.messages.report_candidates(since=since, until=until, statuses=statuses,
+                                                          channel=channel, recipient=recipient, ids=ids)):
         summary.processed += 1
         progress(1)
-        original = store.report_payload(msg.id)
-        target = url or (original[0] if original else msg.status_callback)
+        original = result_of(store.outbox.report_copy(msg.id))
+        target = url or (original.url if original else msg.status_callback)
         if original is None or not target:
             summary.skipped += 1
             summary.details.append(f"{msg.id}: no report or no callback URL")
@@ -58,14 +60,14 @@ def queue_report_replays(store: Store, *, since: float | None, until: float | No
             summary.queued += 1
             summary.details.append(f"{msg.id} -> {target}")
             continue
-        if store.pending_replay(msg.id):
+        if result_of(store.outbox.pending_replay(msg.id)):
             summary.skipped += 1
             summary.details.append(f"{msg.id}: a replay is already pending")
             continue
-        outbox_id = store.queue_replay(msg.id, target, original[1], now)
+        outbox_id = result_of(store.outbox.queue_replay(msg.id, target, original.payload, now))
         outbox_ids.append(outbox_id)
         summary.queued += 1
-    store.flush()
+    result_of(store.flush())
     return summary, outbox_ids
 
 
@@ -79,13 +81,12 @@ class ReceiptSource:
 
 def receipts_from_store(store: Store, *, since: float | None, until: float | None, carrier: str | None,
                         include_matched: bool) -> Iterable[ReceiptSource]:
-    for raw_id, carrier_id, text, _received in store.raw_receipts(since=since, until=until,
-                                                                  unmatched_only=not include_matched,
-                                                                  carrier=carrier):
+    for raw in result_of(store.receipts.raw(since=since, until=until, unmatched_only=not include_matched,
+                                            carrier=carrier)):
         try:
-            yield ReceiptSource(carrier_id, receipt_from_json(text), raw_id)
+            yield ReceiptSource(raw.carrier, receipt_from_json(raw.receipt_json), raw.id)
         except ReceiptParseError as exc:
-            yield ReceiptSource(carrier_id, None, raw_id, str(exc))
+            yield ReceiptSource(raw.carrier, None, raw.id, str(exc))
 
 
 def receipts_from_file(path: Path) -> Iterable[ReceiptSource]:
@@ -101,23 +102,13 @@ def receipts_from_file(path: Path) -> Iterable[ReceiptSource]:
                 yield ReceiptSource("", None, None, f"{path}:{lineno}: {exc}")
 
 
-class _NoDispatcher:
-    """Replays never submit; unmatched receipts just stay in the raw log."""
-
-    apply_early_receipt = None
-
-    def remember_early_receipt(self, carrier: str, canonical_id: str) -> None:
-        pass
-
-
 def replay_receipts(store: Store, profiles: dict[str, CarrierProfile], sources: Iterable[ReceiptSource], *,
                     dry_run: bool, now: Callable[[], float],
                     progress: Callable[[int], None] = lambda n: None) -> ReplaySummary:
     """Apply receipts again; already applied ones change nothing and queue no second report."""
     summary = ReplaySummary()
     finaliser = Finaliser(store, now=now)
-    handler = InboundHandler(store, finaliser, _NoDispatcher(), StatusMap.load(), profiles,  # type: ignore[arg-type]
-                             mo=None, now=now)  # type: ignore[arg-type]
+    matcher = ReceiptMatcher(store, finaliser, StatusMap.load(), profiles, now=now)
     for src in sources:
         summary.processed += 1
         progress(1)
@@ -126,12 +117,13 @@ def replay_receipts(store: Store, profiles: dict[str, CarrierProfile], sources: 
             summary.details.append(src.error or f"unknown carrier {src.carrier!r}")
             continue
         if dry_run:
-            match = store.find_segment(src.carrier, src.receipt.canonical_id(profiles[src.carrier].receipt_id_dialect))
+            cid = src.receipt.canonical_id(profiles[src.carrier].receipt_id_dialect)
+            match = result_of(store.messages.find_segment(src.carrier, cid))
             summary.matched += match is not None
             summary.skipped += match is None
             continue
         before = finaliser.reports_queued
-        outcome = handler.apply(src.carrier, src.receipt, raw_id=src.raw_id)
+        outcome = result_of(matcher.apply(src.carrier, src.receipt, raw_id=src.raw_id))
         if outcome == ReceiptOutcome.APPLIED:
             summary.matched += 1
         elif outcome in (ReceiptOutcome.DUPLICATE, ReceiptOutcome.INTERMEDIATE):
@@ -140,5 +132,5 @@ def replay_receipts(store: Store, profiles: dict[str, CarrierProfile], sources: 
         else:
             summary.skipped += 1
         summary.queued += finaliser.reports_queued - before
-    store.flush()
+    result_of(store.flush())
     return summary

@@ -6,10 +6,11 @@ final status and a report. Counting reads the store, so limits survive restarts.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from bridge.store import Store
+from bridge.store.records import RecentSend
 
 __all__ = ["FREQUENCY_WINDOWS", "FrequencyLimiter", "SendingWindow", "Verdict"]
 
@@ -42,19 +43,20 @@ FREQUENCY_WINDOWS = (
 class FrequencyLimiter:
     """Counts messages already accepted to a number; exempt numbers are never limited."""
 
-    def __init__(self, store: Store, exempt: frozenset[str]) -> None:
-        self._store = store
+    def __init__(self, exempt: frozenset[str]) -> None:
         self._exempt = exempt
 
-    def check(self, recipient: str, content_hash: str, now: float) -> Verdict | None:
-        if recipient in self._exempt:
-            return None
-        history = self._store.recent_sends(recipient, now - 86_400)
-        if not history:
+    def exempt(self, recipient: str) -> bool:
+        return recipient in self._exempt
+
+    def check(self, recipient: str, content_hash: str, now: float,
+              history: Sequence[RecentSend]) -> Verdict | None:
+        """The verdict for one more message, given the counted sends of the last 24 h."""
+        if recipient in self._exempt or not history:
             return None
         for w in FREQUENCY_WINDOWS:
             since = now - w.seconds
-            n = sum(1 for t, h in history if t > since and (not w.same_content or h == content_hash))
+            n = sum(1 for s in history if s.created_at > since and (not w.same_content or s.content_hash == content_hash))
             if n >= w.limit:
                 what = "same content" if w.same_content else "messages"
                 return Verdict(w.status, w.code, f"{n} {what} to this number in {int(w.seconds)} s (limit {w.limit})")

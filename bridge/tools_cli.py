@@ -18,6 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+
 from bridge.config import BridgeConfig
 from bridge.finaliser import iso_time
 from bridge.logs import mask_number
@@ -28,7 +31,8 @@ from bridge.replay import (
     receipts_from_store,
     replay_receipts,
 )
-from bridge.store import Store, try_lock_store
+from bridge.store import Store, StoreError, lock_store, open_store, result_of
+from bridge.store.records import PushState
 from carriers.profiles import load_profiles
 
 __all__ = ["add_tool_commands", "parse_time"]
@@ -100,28 +104,14 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for pushes to be acknowledged")
 
 
-class _Clock:
-    """The store wants a clock for its commit timer; tools flush explicitly."""
-
-    def callLater(self, delay: float, fn: Callable[..., Any], *args: Any) -> Any:  # noqa: N802 (Twisted API)
-        return _NoCall()
-
-    def seconds(self) -> float:
-        return time.time()
-
-
-class _NoCall:
-    def active(self) -> bool:
-        return False
-
-    def cancel(self) -> None:
-        pass
-
-
 def _open_store(config: BridgeConfig) -> Store:
-    if not Path(config.store.path).exists():
+    """The configured store, inline: every call has finished when it returns."""
+    if config.store.backend == "sqlite" and not Path(config.store.path).exists():
         raise ToolError(f"{config.store.path}: no such store (run the daemon first, or pass --config)")
-    return Store(config.store.path, clock=_Clock(), commit_interval_s=0)
+    try:
+        return open_store(config.store, inline=True)
+    except StoreError as exc:
+        raise ToolError(str(exc)) from None
 
 
 @contextmanager
@@ -168,35 +158,32 @@ def _push_or_hand_over(config: BridgeConfig, store: Store, lock: Any, summary: R
     from bridge.outbox import Pusher
 
     def run(reactor: Any) -> Any:
-        live = Store(config.store.path, clock=reactor, commit_interval_s=0.005)
+        live = open_store(config.store, reactor=reactor)
         pusher = Pusher(live, config.callbacks, reactor=reactor)
         pusher.start()
         deadline = reactor.seconds() + timeout
 
-        def done() -> bool:
+        async def pending() -> int:
             if outbox_ids is not None:
-                states = live.push_states(outbox_ids)
-                return states.get("pending", 0) == 0
-            return live.pending_push_count() == 0
+                states = await live.outbox.states_of(outbox_ids)
+                return sum(s.count for s in states if s.state == PushState.PENDING)
+            return await live.outbox.pending_count()
 
-        def check(d: Any) -> None:
-            if done() or reactor.seconds() > deadline:
-                pusher.stop().addBoth(lambda _: (live.close(), d.callback(None)))
-            else:
-                reactor.callLater(0.05, check, d)
+        async def wait() -> None:
+            while await pending() and reactor.seconds() <= deadline:
+                await deferLater(reactor, 0.05)
+            await pusher.stop()
+            await live.close()
 
-        from twisted.internet.defer import Deferred
+        return Deferred.fromCoroutine(wait())
 
-        d: Deferred[None] = Deferred()
-        check(d)
-        return d
-
-    store.close()
+    result_of(store.close())
     _react(run)
-    verify = Store(config.store.path, clock=_Clock(), commit_interval_s=0)
+    verify = open_store(config.store, inline=True)
     if outbox_ids is not None:
-        summary.pushed = verify.push_states(outbox_ids).get("acked", 0)
-    verify.close()
+        states = result_of(verify.outbox.states_of(outbox_ids))
+        summary.pushed = sum(s.count for s in states if s.state == PushState.ACKED)
+    result_of(verify.close())
 
 
 def _react(fn: Callable[[Any], Any]) -> None:
@@ -212,7 +199,7 @@ def _react(fn: Callable[[Any], Any]) -> None:
 
 
 def _replay_reports(config: BridgeConfig, args: argparse.Namespace) -> int:
-    lock = None if args.dry_run else try_lock_store(config.store.path)
+    lock = None if args.dry_run else lock_store(config.store)
     store = _open_store(config)
     with _progress(not args.json, "reports") as progress:
         summary, ids = queue_report_replays(
@@ -222,7 +209,7 @@ def _replay_reports(config: BridgeConfig, args: argparse.Namespace) -> int:
     if not args.dry_run and ids:
         _push_or_hand_over(config, store, lock, summary, ids, args.timeout)
     else:
-        store.close()
+        result_of(store.close())
     _summary(summary, args, "replay reports")
     return 0
 
@@ -230,7 +217,7 @@ def _replay_reports(config: BridgeConfig, args: argparse.Namespace) -> int:
 def _replay_receipts(config: BridgeConfig, args: argparse.Namespace) -> int:
     if args.file is not None and not args.file.is_file():
         raise ToolError(f"{args.file}: no such file")
-    lock = None if args.dry_run else try_lock_store(config.store.path)
+    lock = None if args.dry_run else lock_store(config.store)
     store = _open_store(config)
     profiles, _ = load_profiles()
     if args.file is not None:
@@ -242,11 +229,11 @@ def _replay_receipts(config: BridgeConfig, args: argparse.Namespace) -> int:
         summary = replay_receipts(store, profiles, list(sources), dry_run=args.dry_run, now=time.time,
                                   progress=progress)
     if not args.dry_run and summary.queued:
-        before = store.pending_push_count()
+        before = result_of(store.outbox.pending_count())
         _push_or_hand_over(config, store, lock, summary, None, args.timeout)
         summary.pushed = summary.queued if lock is not None and before else 0
     else:
-        store.close()
+        result_of(store.close())
     _summary(summary, args, "replay receipts")
     return 0 if summary.failed == 0 else 1
 
@@ -259,19 +246,19 @@ def _export(config: BridgeConfig, args: argparse.Namespace) -> int:
         writer = csv.DictWriter(out, fieldnames=EXPORT_FIELDS) if args.format == "csv" else None
         if writer:
             writer.writeheader()
-        for row in store.export_rows(args.since, args.until):
+        for row in result_of(store.messages.export_rows(args.since, args.until)):
             record = {
-                "message_id": row["message_id"],
-                "recipient": row["recipient"] if args.no_redact else mask_number(row["recipient"]),
-                "carrier": row["carrier"] or "",
-                "channel": row["channel"],
-                "segments": row["segments"],
-                "created_time": iso_time(row["created_at"]),
-                "submit_time": iso_time(row["submit_time"]) if row["submit_time"] else "",
-                "state": row["state"],
-                "status": row["status"] or "",
-                "org_code": row["org_code"] or "",
-                "report_state": row["report_state"],
+                "message_id": row.message_id,
+                "recipient": row.recipient if args.no_redact else mask_number(row.recipient),
+                "carrier": row.carrier or "",
+                "channel": row.channel,
+                "segments": row.segments,
+                "created_time": iso_time(row.created_at),
+                "submit_time": iso_time(row.submit_time) if row.submit_time else "",
+                "state": row.state,
+                "status": row.status or "",
+                "org_code": row.org_code or "",
+                "report_state": row.report_state,
             }
             if writer:
                 writer.writerow(record)
@@ -281,7 +268,7 @@ def _export(config: BridgeConfig, args: argparse.Namespace) -> int:
     finally:
         if args.output:
             out.close()
-        store.close()
+        result_of(store.close())
     print(f"exported {count} records", file=sys.stderr)
     return 0
 
@@ -290,7 +277,7 @@ def run_tool(handler: Callable[[BridgeConfig, argparse.Namespace], int], config:
              args: argparse.Namespace) -> int:
     try:
         return handler(config, args)
-    except ToolError as exc:
+    except (ToolError, StoreError) as exc:
         print(f"smpp-bridge: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import Backend
 from tests.e2e.harness import Bridge, BridgeOptions, Receiver
+
+
+@pytest.fixture(name="e2e_backend")
+def _e2e_backend(tmp_path: Path) -> Backend | None:
+    """SQLite unless a module overrides this with ``store_backend`` (both backends)."""
+    return None
 
 
 @pytest.fixture(name="receiver")
@@ -18,10 +25,12 @@ def _receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture(name="make_bridge")
-def _make_bridge(tmp_path: Path, receiver: Receiver) -> Iterator[Callable[..., Bridge]]:
+def _make_bridge(tmp_path: Path, receiver: Receiver, e2e_backend: Backend | None) -> Iterator[Callable[..., Bridge]]:
     started: list[Bridge] = []
 
     def make(wait_bound: bool = True, **options: object) -> Bridge:
+        if e2e_backend is not None and e2e_backend.url:
+            options.setdefault("store_url", e2e_backend.url)
         b = Bridge(tmp_path, receiver, BridgeOptions(**options))  # type: ignore[arg-type]
         started.append(b)
         return b.start(wait_bound=wait_bound)

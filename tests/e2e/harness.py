@@ -104,6 +104,7 @@ class BridgeOptions:
     external_sim: bool = False   # run smsc-sim as its own process (survives a daemon kill -9)
     sim_carrier_extra: dict[str, str] = field(default_factory=dict)   # lines for [sim.carriers.<id>]
     carrier_extra: dict[str, str] = field(default_factory=dict)       # lines for [carriers.<id>]
+    store_url: str | None = None   # PostgreSQL instead of the embedded SQLite file
 
 
 def write_sim_config(tmp: Path, opts: BridgeOptions, fixed_ports: bool = False) -> Path:
@@ -136,6 +137,7 @@ operator_token = "{OPERATOR_TOKEN}"
 [store]
 path = "{tmp / 'bridge.db'}"
 commit_interval_ms = {opts.commit_interval_ms}
+{f'url = "{opts.store_url}"' if opts.store_url else ""}
 
 [logging]
 level = "info"
@@ -307,6 +309,21 @@ class Bridge:
         status, answer = self.request("GET", url, token=None)
         assert status == 200, answer
         return answer["submits"] if isinstance(answer, dict) else answer
+
+    def db_count(self, sql: str) -> int:
+        """One COUNT(*) read straight from the daemon's store, whichever backend it is."""
+        if self.opts.store_url:
+            import psycopg
+
+            with psycopg.connect(self.opts.store_url) as conn:
+                return int(conn.execute(sql).fetchone()[0])  # type: ignore[index]
+        import sqlite3
+
+        con = sqlite3.connect(f"file:{self.tmp / 'bridge.db'}?mode=ro", uri=True)
+        try:
+            return int(con.execute(sql).fetchone()[0])
+        finally:
+            con.close()
 
     def sim(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         return self.request(method, f"{self.control}{path}", body, token=None)

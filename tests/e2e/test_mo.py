@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 
 import pytest
 
+from tests.conftest import Backend
 from tests.e2e.harness import CHANNEL, CHANNEL2, OPERATOR_TOKEN, Bridge, Receiver, wait_for
 
 
@@ -28,6 +28,12 @@ def _blacklisted(bridge: Bridge, channel: str, number: str) -> bool:
     status, _ = bridge.request("GET", f"{bridge.api}/v1/blacklist/{channel}/{number}", token=OPERATOR_TOKEN)
     return status == 200
 
+
+
+@pytest.fixture(name="e2e_backend")
+def _both_backends(store_backend: Backend) -> Backend:
+    """Every test here runs on SQLite and on a real PostgreSQL."""
+    return store_backend
 
 class TestUnsubscribe:
     def test_t_reply_blacklists_then_delete_restores(self, bridge: Bridge, receiver: Receiver) -> None:
@@ -97,12 +103,7 @@ class TestDelivery:
         _mo(bridge, "who is this", source="8613812340500", to="10699999")
 
         def stored() -> int:
-            con = sqlite3.connect(f"file:{bridge.tmp / 'bridge.db'}?mode=ro", uri=True)
-            try:
-                return con.execute("SELECT COUNT(*) FROM mo WHERE channel IS NULL AND destination = '10699999'"
-                                   ).fetchone()[0]
-            finally:
-                con.close()
+            return bridge.db_count("SELECT COUNT(*) FROM mo WHERE channel IS NULL AND destination = '10699999'")
 
         assert wait_for(stored, what="stored MO") == 1
         metrics = bridge.request("GET", f"{bridge.api}/metrics", token=None)[1]
@@ -124,8 +125,4 @@ class TestDelivery:
 
 
 def _parts_stored(bridge: Bridge) -> int:
-    con = sqlite3.connect(f"file:{bridge.tmp / 'bridge.db'}?mode=ro", uri=True)
-    try:
-        return con.execute("SELECT COUNT(*) FROM mo_parts").fetchone()[0]
-    finally:
-        con.close()
+    return bridge.db_count("SELECT COUNT(*) FROM mo_parts")

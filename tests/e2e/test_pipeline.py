@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections import Counter
 from collections.abc import Callable
 
 import pytest
 
+from tests.conftest import Backend
 from tests.e2e.harness import APP_TOKEN, CHANNEL, OPERATOR_TOKEN, Bridge, Receiver, wait_for
 
 # One number per carrier; the simulator's outcome rules key on the last 4 digits.
@@ -25,12 +25,14 @@ def _report(receiver: Receiver, message_id: str, timeout: float = 20.0) -> dict:
 
 
 def _db_count(bridge: Bridge, sql: str) -> int:
-    con = sqlite3.connect(f"file:{bridge.tmp / 'bridge.db'}?mode=ro", uri=True)
-    try:
-        return con.execute(sql).fetchone()[0]
-    finally:
-        con.close()
+    return bridge.db_count(sql)
 
+
+
+@pytest.fixture(name="e2e_backend")
+def _both_backends(store_backend: Backend) -> Backend:
+    """Every test here runs on SQLite and on a real PostgreSQL."""
+    return store_backend
 
 class TestHappyPath:
     @pytest.mark.parametrize("carrier", list(NUMBERS))
@@ -213,8 +215,9 @@ class TestDurability:
 
         row = wait_for(dead, what="the dead letter")[0]
         assert row["kind"] == "report" and row["host"] == "127.0.0.1" and row["attempts"] >= 2
-        metrics = bridge.request("GET", f"{bridge.api}/metrics", token=None)[1]
-        assert 'smpp_bridge_outbox{kind="report",state="dead"} 1.0' in metrics
+        # Store-wide gauges are refreshed in the background (every 2 s), not per scrape.
+        wait_for(lambda: 'smpp_bridge_outbox{kind="report",state="dead"} 1.0'
+                 in bridge.request("GET", f"{bridge.api}/metrics", token=None)[1], what="the dead-letter gauge")
         assert bridge.request("GET", f"{bridge.api}/v1/outbox/dead")[0] == 401
 
     def test_kill9_in_flight_then_restart(self, make_bridge: Callable[..., Bridge], receiver: Receiver) -> None:

@@ -9,6 +9,9 @@ import subprocess
 import sys
 from collections import Counter
 
+import pytest
+
+from tests.conftest import Backend
 from tests.e2e.harness import Bridge, Receiver, wait_for
 
 
@@ -26,6 +29,12 @@ def _sent(bridge: Bridge, receiver: Receiver, numbers: list[str]) -> list[str]:
     wait_for(lambda: all(receiver.reports_for(m) for m in ids), what="reports")
     return ids
 
+
+
+@pytest.fixture(name="e2e_backend")
+def _both_backends(store_backend: Backend) -> Backend:
+    """Every test here runs on SQLite and on a real PostgreSQL."""
+    return store_backend
 
 class TestReplayReports:
     def test_replay_while_daemon_runs_then_stopped(self, bridge: Bridge, receiver: Receiver) -> None:

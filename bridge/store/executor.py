@@ -1,0 +1,52 @@
+"""What the shared SQL runs on: a transaction handle and an executor that schedules it.
+
+An *op* is a plain function of a :class:`Tx`; it may run several statements and is
+re-runnable (the PostgreSQL executor reruns the ops of a failed batch one by one to
+isolate the failing one). Statements are written once with ``?`` placeholders in the
+SQL both backends understand; the few dialect differences are attributes of the Tx.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from enum import Enum
+from typing import Any, Protocol, TypeVar
+
+from twisted.internet.defer import Deferred
+
+__all__ = ["Dialect", "Executor", "Op", "StoreError", "Tx"]
+
+T = TypeVar("T")
+
+
+class StoreError(RuntimeError):
+    """The store could not commit: nothing that waited on it may be acted upon."""
+
+
+class Dialect(Enum):
+    SQLITE = "sqlite"
+    POSTGRES = "postgres"
+
+
+class Tx(Protocol):
+    dialect: Dialect
+    skip_locked: str            # " FOR UPDATE SKIP LOCKED" where the backend has it, else ""
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int: ...
+    def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+
+Op = Callable[[Tx], T]
+
+
+class Executor(Protocol):
+    description: str
+    commits: int
+    commit_seconds: float
+
+    def read(self, op: Callable[[Tx], T]) -> Deferred[T]: ...
+    def write(self, op: Callable[[Tx], T]) -> Deferred[T]: ...
+    def durable(self) -> Deferred[None]: ...
+    def flush(self) -> Deferred[None]: ...
+    def close(self) -> Deferred[None]: ...

@@ -1,0 +1,273 @@
+"""The PostgreSQL backend: psycopg 3 on one database thread, batched transactions.
+
+Why a worker thread with batches rather than psycopg's async pipeline mode: the ops are
+small synchronous functions shared with SQLite, several of them read what they just
+wrote (``UPDATE ... RETURNING`` then a dependent statement), and the reactor must never
+wait on the network. So calls are queued on the reactor thread; whenever the database
+thread is free it takes *everything* queued so far and runs it as one transaction, then
+fires each call's Deferred on the reactor. That is group commit again: the batch is
+whatever arrived while the previous commit was in flight, one fsync for all of it. If a
+batch fails, its ops are rerun one per transaction, so one bad op fails alone.
+
+``inline=True`` runs each op at once on the calling thread in its own transaction: for
+command-line tools and deterministic tests, which have no reactor running.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import structlog
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from bridge.store.executor import Dialect, StoreError, Tx
+from bridge.store.schema import MIGRATIONS, postgres_ddl
+from bridge.store.sql import SqlStore
+
+__all__ = ["PostgresExecutor", "lock_postgres_store", "migrate_postgres", "open_postgres", "redact_url"]
+
+log = structlog.get_logger("store")
+T = TypeVar("T")
+
+MIGRATION_LOCK = 0x534D5050          # pg_advisory_lock key: "SMPP"
+DAEMON_LOCK = 0x534D5044             # held shared by every running daemon; a tool's exclusive try
+                                     # tells whether any daemon (which then pushes) is alive
+MAX_BATCH = 2000                     # ops per transaction
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for logs and the ready line."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+_SQL_CACHE: dict[str, str] = {}
+
+
+def _pg(sql: str) -> str:
+    out = _SQL_CACHE.get(sql)
+    if out is None:
+        out = _SQL_CACHE[sql] = sql.replace("%", "%%").replace("?", "%s")
+    return out
+
+
+class _PgTx:
+    dialect = Dialect.POSTGRES
+    skip_locked = " FOR UPDATE SKIP LOCKED"
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._cur = conn.cursor()
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        self._cur.execute(_pg(sql), params)
+        return self._cur.fetchall() if self._cur.description is not None else []
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        self._cur.execute(_pg(sql), params)
+        return self._cur.rowcount
+
+    def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        rows = list(rows)
+        if rows:
+            self._cur.executemany(_pg(sql), rows)
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    ok: bool
+    value: Any
+
+
+def migrate_postgres(conn: psycopg.Connection[Any]) -> list[str]:
+    """Apply pending migrations under an advisory lock; safe when several start at once."""
+    applied: list[str] = []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        conn.execute("CREATE TABLE IF NOT EXISTS smpp_bridge_migrations"
+                     " (name TEXT PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)")
+        done = {r[0] for r in conn.execute("SELECT name FROM smpp_bridge_migrations").fetchall()}
+        for migration in MIGRATIONS:
+            if migration.name in done:
+                continue
+            for stmt in migration.statements:
+                conn.execute(postgres_ddl(stmt))
+            conn.execute("INSERT INTO smpp_bridge_migrations (name, applied_at) VALUES (%s, %s)",
+                         (migration.name, time.time()))
+            applied.append(migration.name)
+    return applied
+
+
+class PostgresExecutor:
+    """Queues ops on the reactor thread and runs them in batches on one database thread."""
+
+    def __init__(self, url: str, *, reactor: Any = None, inline: bool = False,
+                 connect_timeout_s: float = 10.0) -> None:
+        self._url = url
+        self.description = redact_url(url)
+        self._reactor = reactor
+        self._inline = inline or reactor is None
+        self._timeout = connect_timeout_s
+        self._conn: psycopg.Connection[Any] | None = None
+        self._pending: list[tuple[Callable[[Tx], Any], Deferred[Any]]] = []
+        self._running = False
+        self._closed = False
+        self._pool: ThreadPool | None = None
+        self.commits = 0
+        self.commit_seconds = 0.0
+        # Connect and migrate now, on the caller's thread, before anything depends on it.
+        conn = self._connection()
+        applied = migrate_postgres(conn)
+        if applied:
+            log.info("store.migrated", backend="postgresql", migrations=applied)
+        if not self._inline:
+            self._pool = ThreadPool(minthreads=1, maxthreads=1, name="smpp-bridge-db")
+            self._pool.start()
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            try:
+                self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=int(self._timeout))
+                if not self._inline:   # a daemon: tools see it through this shared lock
+                    self._conn.execute("SELECT pg_try_advisory_lock_shared(%s)", (DAEMON_LOCK,))
+            except psycopg.Error as exc:
+                raise StoreError(f"cannot connect to {self.description}: {exc}") from None
+        return self._conn
+
+    # -- calls -----------------------------------------------------------------------
+
+    def read(self, op: Callable[[Tx], T]) -> Deferred[T]:
+        return self._submit(op)
+
+    def write(self, op: Callable[[Tx], T]) -> Deferred[T]:
+        return self._submit(op)
+
+    def durable(self) -> Deferred[None]:
+        """Fires once every op queued so far is committed."""
+        if not self._pending and not self._running:
+            return succeed(None)
+        return self._submit(_nothing)
+
+    def flush(self) -> Deferred[None]:
+        return self.durable()
+
+    def _submit(self, op: Callable[[Tx], T]) -> Deferred[T]:
+        if self._closed:
+            return fail(StoreError("store is closed"))
+        if self._inline:
+            out = self._run_batch([op])[0]
+            return succeed(out.value) if out.ok else fail(out.value)
+        d: Deferred[T] = Deferred()
+        self._pending.append((op, d))
+        self._start_batch()
+        return d
+
+    def _start_batch(self) -> None:
+        if self._running or not self._pending or self._pool is None:
+            return
+        batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+        self._running = True
+        ops = [op for op, _ in batch]
+        d = deferToThreadPool(self._reactor, self._pool, self._run_batch, ops)
+        d.addBoth(self._batch_done, batch)
+
+    def _batch_done(self, outcomes: Any, batch: list[tuple[Callable[[Tx], Any], Deferred[Any]]]) -> None:
+        self._running = False
+        if isinstance(outcomes, Failure):   # the thread itself failed: fail the whole batch
+            outcomes = [_Outcome(False, StoreError(str(outcomes.value)))] * len(batch)
+        for (_, d), out in zip(batch, outcomes, strict=True):
+            if out.ok:
+                d.callback(out.value)
+            else:
+                d.errback(out.value)
+        self._start_batch()
+
+    # -- database thread ---------------------------------------------------------------
+
+    def _run_batch(self, ops: list[Callable[[Tx], Any]]) -> list[_Outcome]:
+        t0 = time.perf_counter()
+        try:
+            conn = self._connection()
+        except StoreError as exc:
+            return [_Outcome(False, exc)] * len(ops)
+        try:
+            with conn.transaction():
+                tx = _PgTx(conn)
+                values = [op(tx) for op in ops]
+            self.commits += 1
+            self.commit_seconds += time.perf_counter() - t0
+            return [_Outcome(True, v) for v in values]
+        except psycopg.OperationalError as exc:
+            log.error("store.connection_lost", backend="postgresql", error=str(exc))
+            self._drop_connection()
+            return [_Outcome(False, StoreError(f"database unavailable: {exc}"))] * len(ops)
+        except Exception:   # one op failed: rerun them one per transaction to isolate it
+            if len(ops) == 1:
+                return [self._run_alone(conn, ops[0])]
+            return [self._run_alone(conn, op) for op in ops]
+
+    def _run_alone(self, conn: psycopg.Connection[Any], op: Callable[[Tx], Any]) -> _Outcome:
+        try:
+            with conn.transaction():
+                value = op(_PgTx(conn))
+            self.commits += 1
+            return _Outcome(True, value)
+        except psycopg.OperationalError as exc:
+            self._drop_connection()
+            return _Outcome(False, StoreError(f"database unavailable: {exc}"))
+        except psycopg.Error as exc:
+            return _Outcome(False, StoreError(f"statement failed: {exc}"))
+        except Exception as exc:  # a bug in an op: fail that call, keep the thread alive
+            return _Outcome(False, exc)
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+    def close(self) -> Deferred[None]:
+        if self._closed:
+            return succeed(None)
+        d = self.durable()
+
+        def shut(result: Any) -> Any:
+            self._closed = True
+            if self._pool is not None:
+                self._pool.stop()
+            self._drop_connection()
+            return result
+        return d.addBoth(shut)
+
+
+def lock_postgres_store(url: str) -> psycopg.Connection[Any] | None:
+    """The open connection holding DAEMON_LOCK exclusively, or None while any daemon runs."""
+    try:
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot connect to {redact_url(url)}: {exc}") from None
+    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (DAEMON_LOCK,)).fetchone()
+    if row is not None and row[0]:
+        return conn
+    conn.close()
+    return None
+
+
+def _nothing(tx: Tx) -> None:
+    return None
+
+
+def open_postgres(url: str, *, reactor: Any = None, inline: bool = False) -> tuple[SqlStore, PostgresExecutor]:
+    executor = PostgresExecutor(url, reactor=reactor, inline=inline)
+    return SqlStore(executor), executor

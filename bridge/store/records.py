@@ -1,0 +1,219 @@
+"""Typed records that cross the store interface, in and out; states are enums."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+__all__ = [
+    "BlacklistEntry",
+    "DeadPush",
+    "EarlyReceipt",
+    "ExportRow",
+    "MoCounts",
+    "MoPart",
+    "MoRecord",
+    "PruneCounts",
+    "PushKind",
+    "PushState",
+    "RawReceipt",
+    "RecentSend",
+    "ReportCopy",
+    "SegmentDetail",
+    "SegmentMatch",
+    "SegmentStatus",
+    "StateCount",
+    "SubmitAccepted",
+    "UnmatchedReceipt",
+]
+
+
+class PushKind(StrEnum):
+    REPORT = "report"
+    UPLINK = "uplink"
+    REPLAY = "replay"
+
+
+class PushState(StrEnum):
+    PENDING = "pending"
+    ACKED = "acked"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentMatch:
+    """The segment a receipt's carrier id points at."""
+
+    segment_id: int
+    message_id: str
+    state: str
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentStatus:
+    """What the finaliser needs of each segment of a message."""
+
+    seq: int
+    state: str
+    status: str | None
+    org_code: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentDetail:
+    seq: int
+    state: str
+    status: str | None
+    org_code: str | None
+    carrier_msg_id: str | None
+    raw_msg_id: str | None
+    submit_status: int | None
+    submitted_at: float | None
+    done_at: float | None
+    possible_duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitAccepted:
+    """An SMSC's positive submit_sm_resp for one segment."""
+
+    segment_id: int
+    carrier: str
+    canonical_id: str
+    raw_id: str
+    at: float
+    possible_duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EarlyReceipt:
+    """A receipt stored unmatched whose segment now has its carrier id: apply it."""
+
+    receipt_id: int
+    segment_id: int
+    carrier: str
+    receipt_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class UnmatchedReceipt:
+    receipt_id: int
+    receipt_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class RawReceipt:
+    id: int
+    carrier: str
+    receipt_json: str
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RecentSend:
+    """A counted message to ``recipient``: what the frequency limits count."""
+
+    recipient: str
+    created_at: float
+    content_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class BlacklistEntry:
+    channel: str
+    number: str
+    created_at: float
+    mo_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MoPart:
+    seq: int
+    total: int
+    text: str
+    received_at: float
+    carrier: str
+    source: str
+    destination: str
+
+
+@dataclass(frozen=True, slots=True)
+class MoRecord:
+    id: str
+    carrier: str
+    source: str
+    destination: str
+    channel: str | None
+    app_id: str | None
+    body: str
+    created_at: float
+    incomplete: bool
+    unsubscribe: bool
+    downlink_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MoCounts:
+    total: int
+    unknown_channel: int
+    unsubscribe: int
+    incomplete: int
+
+
+@dataclass(frozen=True, slots=True)
+class StateCount:
+    """Rows in one state (of one kind, for the outbox)."""
+
+    state: str
+    count: int
+    kind: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadPush:
+    id: int
+    kind: str
+    ref_id: str
+    url: str
+    attempts: int
+    created_at: float
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportCopy:
+    """The report queued for a message, exactly as it was (or will be) pushed."""
+
+    url: str
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExportRow:
+    message_id: str
+    recipient: str
+    carrier: str | None
+    channel: str
+    segments: int
+    submit_time: float | None
+    created_at: float
+    state: str
+    status: str | None
+    org_code: str | None
+    report_state: str
+
+
+@dataclass(frozen=True, slots=True)
+class PruneCounts:
+    """Rows removed by one retention pass."""
+
+    messages: int = 0
+    segments: int = 0
+    receipts: int = 0
+    mo: int = 0
+    pushes: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.messages + self.segments + self.receipts + self.mo + self.pushes

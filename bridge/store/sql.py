@@ -1,0 +1,584 @@
+"""Every SQL statement of the bridge, shared by the SQLite and PostgreSQL backends.
+
+Each concern is a small class over an :class:`~bridge.store.executor.Executor`; each
+method builds one op (a function of a transaction) and hands it to the executor, which
+runs it in the open group-commit transaction (SQLite) or in the next batch on the
+database thread (PostgreSQL). Rows become frozen records here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+from bridge.models import MessageRecord, NewMessage, NewMo, OutboxItem, SegmentRecord
+from bridge.store.executor import Executor, Tx
+from bridge.store.records import (
+    BlacklistEntry,
+    DeadPush,
+    EarlyReceipt,
+    ExportRow,
+    MoCounts,
+    MoPart,
+    MoRecord,
+    PruneCounts,
+    PushKind,
+    PushState,
+    RawReceipt,
+    RecentSend,
+    ReportCopy,
+    SegmentDetail,
+    SegmentMatch,
+    SegmentStatus,
+    StateCount,
+    SubmitAccepted,
+    UnmatchedReceipt,
+)
+
+__all__ = ["SqlBlacklist", "SqlMessages", "SqlMo", "SqlOutbox", "SqlReceipts", "SqlStore"]
+
+_SEGMENT_COLUMNS = (
+    "id, message_id, carrier, seq, total, source_addr, destination_addr, "
+    "short_message, data_coding, esm_class, ref, sar, possible_duplicate"
+)
+_MESSAGE_COLUMNS = (
+    "id, app_id, channel, recipient, carrier, klass, state, status, org_code, total, "
+    "status_callback, extend, created_at, final_at, reported"
+)
+_IN_LIMIT = 500          # parameters per IN (...) list
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def _chunks(items: Sequence[Any], size: int = _IN_LIMIT) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _message(r: Sequence[Any]) -> MessageRecord:
+    return MessageRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11],
+                         r[12], r[13], bool(r[14]))
+
+
+def _segment(r: Sequence[Any]) -> SegmentRecord:
+    return SegmentRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7]), r[8], r[9], r[10],
+                         bool(r[11]), bool(r[12]))
+
+
+def _time_range(column: str, since: float | None, until: float | None) -> tuple[list[str], list[Any]]:
+    """WHERE clauses and parameters for ``since <= column < until`` (either side optional)."""
+    where, params = ["1=1"], []
+    if since is not None:
+        where.append(f"{column} >= ?")
+        params.append(since)
+    if until is not None:
+        where.append(f"{column} < ?")
+        params.append(until)
+    return where, params
+
+
+class SqlMessages:
+    def __init__(self, ex: Executor) -> None:
+        self._ex = ex
+
+    def insert(self, messages: Sequence[NewMessage]) -> Deferred[None]:
+        msg_rows = [(m.id, m.app_id, m.channel, m.recipient, m.carrier, str(m.klass), m.text, m.content_hash,
+                     m.status_callback, m.extend, m.created_at, str(m.state), m.status, m.org_code,
+                     m.release_at, max(1, len(m.segments)), m.created_at if m.status else None,
+                     int(m.counted)) for m in messages]
+        seg_rows = [(m.id, m.carrier, s.seq, s.total, m.channel, m.recipient, s.short_message,
+                     s.data_coding, s.esm_class, s.ref, int(s.sar), str(m.state))
+                    for m in messages if m.state in ("held", "queued") for s in m.segments]
+
+        def op(tx: Tx) -> None:
+            tx.many("INSERT INTO messages (id, app_id, channel, recipient, carrier, klass, text, content_hash,"
+                    " status_callback, extend, created_at, state, status, org_code, release_at, total,"
+                    " final_at, counted) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", msg_rows)
+            if seg_rows:
+                tx.many("INSERT INTO segments (message_id, carrier, seq, total, source_addr, destination_addr,"
+                        " short_message, data_coding, esm_class, ref, sar, state)"
+                        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", seg_rows)
+        return self._ex.write(op)
+
+    def recent_sends(self, recipients: Sequence[str], since: float) -> Deferred[list[RecentSend]]:
+        wanted = list(dict.fromkeys(recipients))
+
+        def op(tx: Tx) -> list[RecentSend]:
+            out: list[RecentSend] = []
+            for chunk in _chunks(wanted):
+                out.extend(RecentSend(*r) for r in tx.rows(
+                    "SELECT recipient, created_at, content_hash FROM messages WHERE counted = 1 AND"
+                    f" recipient IN ({_marks(len(chunk))}) AND created_at > ?", (*chunk, since)))
+            return out
+        return self._ex.read(op)
+
+    def take_queued(self, carrier: str, limit: int) -> Deferred[list[SegmentRecord]]:
+        """Oldest queued segments of ``carrier``, marked dispatched (claimed, on PostgreSQL)."""
+        def op(tx: Tx) -> list[SegmentRecord]:
+            if limit <= 0:
+                return []
+            rows = tx.rows(
+                "UPDATE segments SET state = 'dispatched', attempts = attempts + 1 WHERE id IN"
+                " (SELECT id FROM segments WHERE carrier = ? AND state = 'queued' ORDER BY id LIMIT ?"
+                f"{tx.skip_locked}) RETURNING {_SEGMENT_COLUMNS}", (carrier, limit))
+            return sorted((_segment(r) for r in rows), key=lambda s: s.id)
+        return self._ex.write(op)
+
+    def requeue(self, segment_ids: Iterable[int], possible_duplicate: bool) -> Deferred[None]:
+        rows = [(int(possible_duplicate), sid) for sid in segment_ids]
+
+        def op(tx: Tx) -> None:
+            if rows:
+                tx.many("UPDATE segments SET state = 'queued',"
+                        " possible_duplicate = CASE WHEN ? = 1 THEN 1 ELSE possible_duplicate END"
+                        " WHERE id = ? AND state = 'dispatched'", rows)
+        return self._ex.write(op)
+
+    def requeue_all_dispatched(self) -> Deferred[int]:
+        """After a crash: nothing in flight survived, so resend it, flagged as a possible duplicate."""
+        return self._ex.write(lambda tx: tx.run(
+            "UPDATE segments SET state = 'queued', possible_duplicate = 1 WHERE state = 'dispatched'"))
+
+    def record_submitted(self, accepted: Sequence[SubmitAccepted]) -> Deferred[list[EarlyReceipt]]:
+        """Store accepted submits; returns the receipts that arrived before them, to apply now."""
+        rows = [(a.canonical_id, a.raw_id, a.at, int(a.possible_duplicate), a.segment_id) for a in accepted]
+        by_carrier: dict[str, dict[str, int]] = {}
+        for a in accepted:
+            by_carrier.setdefault(a.carrier, {})[a.canonical_id] = a.segment_id
+
+        def op(tx: Tx) -> list[EarlyReceipt]:
+            tx.many("UPDATE segments SET state = 'submitted', carrier_msg_id = ?, raw_msg_id = ?,"
+                    " submit_status = 0, submitted_at = ?,"
+                    " possible_duplicate = CASE WHEN ? = 1 THEN 1 ELSE possible_duplicate END"
+                    " WHERE id = ? AND state IN ('dispatched', 'queued')", rows)
+            early: list[EarlyReceipt] = []
+            for carrier, ids in by_carrier.items():
+                keys = list(ids)
+                for chunk in _chunks(keys):
+                    for rid, cid, text in tx.rows(
+                            "SELECT id, canonical_id, receipt FROM receipts_raw WHERE segment_id IS NULL"
+                            f" AND carrier = ? AND canonical_id IN ({_marks(len(chunk))}) ORDER BY id",
+                            (carrier, *chunk)):
+                        early.append(EarlyReceipt(rid, ids[cid], carrier, text))
+            return early
+        return self._ex.write(op)
+
+    def record_segment_final(self, segment_id: int, status: str, org_code: str, now: float,
+                             submit_status: int | None = None,
+                             possible_duplicate: bool = False) -> Deferred[str | None]:
+        """Mark a segment final; its message id, or None if it already was final."""
+        def op(tx: Tx) -> str | None:
+            rows = tx.rows("UPDATE segments SET state = 'final', status = ?, org_code = ?, done_at = ?,"
+                           " submit_status = COALESCE(?, submit_status),"
+                           " possible_duplicate = CASE WHEN ? = 1 THEN 1 ELSE possible_duplicate END"
+                           " WHERE id = ? AND state != 'final' RETURNING message_id",
+                           (status, org_code, now, submit_status, int(possible_duplicate), segment_id))
+            return rows[0][0] if rows else None
+        return self._ex.write(op)
+
+    def segments_of(self, message_id: str) -> Deferred[list[SegmentStatus]]:
+        return self._ex.read(lambda tx: [SegmentStatus(*r) for r in tx.rows(
+            "SELECT seq, state, status, org_code FROM segments WHERE message_id = ? ORDER BY seq",
+            (message_id,))])
+
+    def finalise_message(self, message_id: str, status: str, org_code: str, final_seq: int,
+                         now: float) -> Deferred[MessageRecord | None]:
+        """Make a message final; returns it, or None if it already was."""
+        def op(tx: Tx) -> MessageRecord | None:
+            rows = tx.rows("UPDATE messages SET state = 'final', status = ?, org_code = ?, final_seq = ?,"
+                           f" final_at = ? WHERE id = ? AND state != 'final' RETURNING {_MESSAGE_COLUMNS}",
+                           (status, org_code, final_seq, now, message_id))
+            return _message(rows[0]) if rows else None
+        return self._ex.write(op)
+
+    def find_segment(self, carrier: str, canonical_id: str) -> Deferred[SegmentMatch | None]:
+        def op(tx: Tx) -> SegmentMatch | None:
+            rows = tx.rows("SELECT id, message_id, state, total FROM segments WHERE carrier = ?"
+                           " AND carrier_msg_id = ? ORDER BY id DESC LIMIT 1", (carrier, canonical_id))
+            return SegmentMatch(*rows[0]) if rows else None
+        return self._ex.read(op)
+
+    def overdue_segments(self, submitted_before: float, limit: int = 1000) -> Deferred[list[int]]:
+        return self._ex.read(lambda tx: [r[0] for r in tx.rows(
+            "SELECT id FROM segments WHERE state = 'submitted' AND submitted_at < ?"
+            " ORDER BY submitted_at LIMIT ?", (submitted_before, limit))])
+
+    def reschedule_held(self, release_at: float) -> Deferred[int]:
+        """Held messages wait for the window of the rules in force now, not at acceptance."""
+        return self._ex.write(lambda tx: tx.run(
+            "UPDATE messages SET release_at = ? WHERE state = 'held' AND release_at != ?",
+            (release_at, release_at)))
+
+    def release_held(self, now: float) -> Deferred[list[str]]:
+        def op(tx: Tx) -> list[str]:
+            ids = [r[0] for r in tx.rows(
+                "UPDATE messages SET state = 'queued' WHERE id IN (SELECT id FROM messages"
+                f" WHERE state = 'held' AND release_at <= ? LIMIT 5000{tx.skip_locked}) RETURNING id", (now,))]
+            if ids:
+                tx.many("UPDATE segments SET state = 'queued' WHERE message_id = ? AND state = 'held'",
+                        [(i,) for i in ids])
+            return ids
+        return self._ex.write(op)
+
+    def get(self, message_id: str) -> Deferred[MessageRecord | None]:
+        def op(tx: Tx) -> MessageRecord | None:
+            rows = tx.rows(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,))
+            return _message(rows[0]) if rows else None
+        return self._ex.read(op)
+
+    def by_recipient(self, recipient: str, limit: int = 50) -> Deferred[list[MessageRecord]]:
+        return self._ex.read(lambda tx: [_message(r) for r in tx.rows(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE recipient = ? ORDER BY created_at DESC LIMIT ?",
+            (recipient, limit))])
+
+    def segment_details(self, message_id: str) -> Deferred[list[SegmentDetail]]:
+        return self._ex.read(lambda tx: [SegmentDetail(*r[:9], bool(r[9])) for r in tx.rows(
+            "SELECT seq, state, status, org_code, carrier_msg_id, raw_msg_id, submit_status,"
+            " submitted_at, done_at, possible_duplicate FROM segments WHERE message_id = ? ORDER BY seq",
+            (message_id,))])
+
+    def recent_downlinks(self, channel: str, recipient: str, since: float) -> Deferred[list[str]]:
+        return self._ex.read(lambda tx: [r[0] for r in tx.rows(
+            "SELECT id FROM messages WHERE channel = ? AND recipient = ? AND created_at > ?"
+            " ORDER BY created_at DESC LIMIT 2", (channel, recipient, since))])
+
+    def state_counts(self) -> Deferred[list[StateCount]]:
+        return self._ex.read(lambda tx: [StateCount(s, n) for s, n in tx.rows(
+            "SELECT state, COUNT(*) FROM messages GROUP BY state")])
+
+    def segment_state_counts(self) -> Deferred[list[StateCount]]:
+        return self._ex.read(lambda tx: [StateCount(s, n) for s, n in tx.rows(
+            "SELECT state, COUNT(*) FROM segments GROUP BY state")])
+
+    def export_rows(self, since: float | None, until: float | None) -> Deferred[list[ExportRow]]:
+        where, params = _time_range("m.created_at", since, until)
+        return self._ex.read(lambda tx: [ExportRow(*r) for r in tx.rows(
+            "SELECT m.id, m.recipient, m.carrier, m.channel, m.total,"
+            " (SELECT MIN(submitted_at) FROM segments s WHERE s.message_id = m.id),"
+            " m.created_at, m.state, m.status, m.org_code,"
+            " COALESCE((SELECT state FROM outbox o WHERE o.kind = 'report' AND o.ref_id = m.id), 'none')"
+            f" FROM messages m WHERE {' AND '.join(where)} ORDER BY m.created_at, m.id", params)])
+
+    def report_candidates(self, *, since: float | None, until: float | None, statuses: Sequence[str],
+                          channel: str | None, recipient: str | None,
+                          ids: Sequence[str]) -> Deferred[list[MessageRecord]]:
+        where, params = _time_range("created_at", since, until)
+        where.insert(0, "state = 'final'")
+        if statuses:
+            where.append(f"status IN ({_marks(len(statuses))})")
+            params.extend(statuses)
+        if channel:
+            where.append("channel = ?")
+            params.append(channel)
+        if recipient:
+            where.append("recipient = ?")
+            params.append(recipient)
+        if ids:
+            where.append(f"id IN ({_marks(len(ids))})")
+            params.extend(ids)
+        return self._ex.read(lambda tx: [_message(r) for r in tx.rows(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE {' AND '.join(where)} ORDER BY created_at",
+            params)])
+
+    def prune(self, before: float, batch: int) -> Deferred[PruneCounts]:
+        """Delete up to ``batch`` final, reported-or-unreported messages older than ``before``."""
+        def op(tx: Tx) -> PruneCounts:
+            ids = [r[0] for r in tx.rows(
+                "SELECT id FROM messages WHERE created_at < ? AND state = 'final' ORDER BY created_at LIMIT ?",
+                (before, batch))]
+            if not ids:
+                return PruneCounts()
+            marks = _marks(len(ids))
+            segments = tx.run(f"DELETE FROM segments WHERE message_id IN ({marks})", ids)
+            messages = tx.run(f"DELETE FROM messages WHERE id IN ({marks})", ids)
+            return PruneCounts(messages=messages, segments=segments)
+        return self._ex.write(op)
+
+
+class SqlReceipts:
+    def __init__(self, ex: Executor) -> None:
+        self._ex = ex
+
+    def insert_raw(self, carrier: str, canonical_id: str, receipt_json: str, now: float,
+                   segment_id: int | None, outcome: str) -> Deferred[int]:
+        return self._ex.write(lambda tx: int(tx.rows(
+            "INSERT INTO receipts_raw (carrier, received_at, canonical_id, receipt, segment_id, outcome)"
+            " VALUES (?,?,?,?,?,?) RETURNING id",
+            (carrier, now, canonical_id, receipt_json, segment_id, outcome))[0][0]))
+
+    def unmatched_for(self, carrier: str, canonical_id: str) -> Deferred[list[UnmatchedReceipt]]:
+        return self._ex.read(lambda tx: [UnmatchedReceipt(*r) for r in tx.rows(
+            "SELECT id, receipt FROM receipts_raw WHERE carrier = ? AND canonical_id = ?"
+            " AND segment_id IS NULL ORDER BY id", (carrier, canonical_id))])
+
+    def matchable(self, limit: int) -> Deferred[list[EarlyReceipt]]:
+        """Unmatched receipts whose segment has since stored its carrier id (any node's)."""
+        return self._ex.read(lambda tx: [EarlyReceipt(*r) for r in tx.rows(
+            "SELECT r.id, (SELECT MAX(s.id) FROM segments s WHERE s.carrier = r.carrier"
+            " AND s.carrier_msg_id = r.canonical_id), r.carrier, r.receipt FROM receipts_raw r"
+            " WHERE r.segment_id IS NULL AND r.canonical_id != '' AND EXISTS (SELECT 1 FROM segments s"
+            " WHERE s.carrier = r.carrier AND s.carrier_msg_id = r.canonical_id) ORDER BY r.id LIMIT ?",
+            (limit,))])
+
+    def mark_matched(self, receipt_id: int, segment_id: int, outcome: str) -> Deferred[None]:
+        def op(tx: Tx) -> None:
+            tx.run("UPDATE receipts_raw SET segment_id = ?, outcome = ? WHERE id = ?",
+                   (segment_id, outcome, receipt_id))
+        return self._ex.write(op)
+
+    def raw(self, *, since: float | None, until: float | None, unmatched_only: bool,
+            carrier: str | None, limit: int = 1_000_000) -> Deferred[list[RawReceipt]]:
+        where, params = _time_range("received_at", since, until)
+        if unmatched_only:
+            where.append("segment_id IS NULL")
+        if carrier:
+            where.append("carrier = ?")
+            params.append(carrier)
+        return self._ex.read(lambda tx: [RawReceipt(*r) for r in tx.rows(
+            f"SELECT id, carrier, receipt, received_at FROM receipts_raw WHERE {' AND '.join(where)}"
+            " ORDER BY id LIMIT ?", (*params, limit))])
+
+    def unmatched_count(self) -> Deferred[int]:
+        return self._ex.read(lambda tx: int(tx.rows(
+            "SELECT COUNT(*) FROM receipts_raw WHERE segment_id IS NULL")[0][0]))
+
+    def prune(self, before: float, batch: int) -> Deferred[PruneCounts]:
+        return self._ex.write(lambda tx: PruneCounts(receipts=tx.run(
+            "DELETE FROM receipts_raw WHERE id IN (SELECT id FROM receipts_raw WHERE received_at < ?"
+            " ORDER BY received_at LIMIT ?)", (before, batch))))
+
+
+_OUTBOX_ITEM = "id, kind, ref_id, url, payload, attempts, created_at, next_attempt_at"
+
+
+class SqlOutbox:
+    def __init__(self, ex: Executor) -> None:
+        self._ex = ex
+
+    def queue(self, kind: str, ref_id: str, url: str, payload: str, now: float) -> Deferred[int | None]:
+        """Queue a push; a report or uplink is queued at most once per ref_id."""
+        def op(tx: Tx) -> int | None:
+            rows = tx.rows("INSERT INTO outbox (kind, ref_id, url, payload, state, created_at, next_attempt_at)"
+                           " VALUES (?,?,?,?, 'pending', ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+                           (str(kind), ref_id, url, payload, now, now))
+            return int(rows[0][0]) if rows else None
+        return self._ex.write(op)
+
+    def queue_replay(self, message_id: str, url: str, payload: str, now: float) -> Deferred[int]:
+        """An operator's re-push of a report: a new outbox row, same payload."""
+        return self._ex.write(lambda tx: int(tx.rows(
+            "INSERT INTO outbox (kind, ref_id, url, payload, state, created_at, next_attempt_at)"
+            " VALUES ('replay', ?, ?, ?, 'pending', ?, ?) RETURNING id",
+            (message_id, url, payload, now, now))[0][0]))
+
+    def due(self, now: float, limit: int, exclude: Iterable[int] = ()) -> Deferred[list[OutboxItem]]:
+        excluded = set(exclude)
+        return self._ex.read(lambda tx: [OutboxItem(*r) for r in tx.rows(
+            f"SELECT {_OUTBOX_ITEM} FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?"
+            " ORDER BY next_attempt_at LIMIT ?", (now, limit + len(excluded))) if r[0] not in excluded][:limit])
+
+    def pending_replay(self, message_id: str) -> Deferred[bool]:
+        return self._ex.read(lambda tx: bool(tx.rows(
+            "SELECT 1 FROM outbox WHERE kind = 'replay' AND ref_id = ? AND state = 'pending'", (message_id,))))
+
+    def states_of(self, outbox_ids: Sequence[int]) -> Deferred[list[StateCount]]:
+        ids = list(outbox_ids)
+
+        def op(tx: Tx) -> list[StateCount]:
+            counts: dict[str, int] = {}
+            for chunk in _chunks(ids):
+                for state, n in tx.rows(f"SELECT state, COUNT(*) FROM outbox WHERE id IN ({_marks(len(chunk))})"
+                                        " GROUP BY state", chunk):
+                    counts[state] = counts.get(state, 0) + n
+            return [StateCount(s, n) for s, n in counts.items()]
+        return self._ex.read(op)
+
+    def pending_count(self) -> Deferred[int]:
+        return self._ex.read(lambda tx: int(tx.rows("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")[0][0]))
+
+    def next_due_at(self) -> Deferred[float | None]:
+        return self._ex.read(lambda tx: tx.rows(
+            "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'")[0][0])
+
+    def mark_pushed(self, item: OutboxItem, now: float) -> Deferred[None]:
+        def op(tx: Tx) -> None:
+            tx.run("UPDATE outbox SET state = 'acked', acked_at = ?, attempts = attempts + 1 WHERE id = ?",
+                   (now, item.id))
+            if item.kind == PushKind.REPORT:
+                tx.run("UPDATE messages SET reported = 1 WHERE id = ?", (item.ref_id,))
+        return self._ex.write(op)
+
+    def mark_failed(self, item: OutboxItem, next_at: float, error: str) -> Deferred[None]:
+        def op(tx: Tx) -> None:
+            tx.run("UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? WHERE id = ?",
+                   (next_at, error[:500], item.id))
+        return self._ex.write(op)
+
+    def mark_dead(self, item: OutboxItem, error: str) -> Deferred[None]:
+        def op(tx: Tx) -> None:
+            tx.run("UPDATE outbox SET state = 'dead', attempts = attempts + 1, last_error = ? WHERE id = ?",
+                   (error[:500], item.id))
+        return self._ex.write(op)
+
+    def revive(self, outbox_id: int, now: float) -> Deferred[bool]:
+        """An operator's replay of a dead letter: pending again, due now."""
+        return self._ex.write(lambda tx: tx.run(
+            "UPDATE outbox SET state = 'pending', next_attempt_at = ?, created_at = ? WHERE id = ?"
+            " AND state = 'dead'", (now, now, outbox_id)) > 0)
+
+    def counts(self) -> Deferred[list[StateCount]]:
+        return self._ex.read(lambda tx: [StateCount(s, n, k) for k, s, n in tx.rows(
+            "SELECT kind, state, COUNT(*) FROM outbox GROUP BY kind, state")])
+
+    def dead(self, limit: int = 100) -> Deferred[list[DeadPush]]:
+        return self._ex.read(lambda tx: [DeadPush(*r) for r in tx.rows(
+            "SELECT id, kind, ref_id, url, attempts, created_at, last_error FROM outbox"
+            " WHERE state = 'dead' ORDER BY id DESC LIMIT ?", (limit,))])
+
+    def report_copy(self, message_id: str) -> Deferred[ReportCopy | None]:
+        def op(tx: Tx) -> ReportCopy | None:
+            rows = tx.rows("SELECT url, payload FROM outbox WHERE kind = 'report' AND ref_id = ?", (message_id,))
+            return ReportCopy(*rows[0]) if rows else None
+        return self._ex.read(op)
+
+    def prune(self, before: float, batch: int) -> Deferred[PruneCounts]:
+        """Acknowledged pushes older than ``before``; pending and dead ones stay."""
+        return self._ex.write(lambda tx: PruneCounts(pushes=tx.run(
+            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE state = ? AND created_at < ?"
+            " ORDER BY created_at LIMIT ?)", (str(PushState.ACKED), before, batch))))
+
+
+class SqlMo:
+    def __init__(self, ex: Executor) -> None:
+        self._ex = ex
+
+    def insert(self, mo: NewMo) -> Deferred[None]:
+        def op(tx: Tx) -> None:
+            tx.run("INSERT INTO mo (id, carrier, source, destination, channel, app_id, body, created_at,"
+                   " incomplete, unsubscribe, downlink_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                   (mo.id, mo.carrier, mo.source, mo.destination, mo.channel, mo.app_id, mo.body,
+                    mo.created_at, int(mo.incomplete), int(mo.unsubscribe), mo.downlink_id))
+        return self._ex.write(op)
+
+    def add_part(self, key: str, part: MoPart) -> Deferred[None]:
+        """A redelivery of the same seq replaces the stored part."""
+        def op(tx: Tx) -> None:
+            tx.run("INSERT INTO mo_parts (key, seq, total, text, received_at, carrier, source, destination)"
+                   " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (key, seq) DO UPDATE SET total = excluded.total,"
+                   " text = excluded.text, received_at = excluded.received_at",
+                   (key, part.seq, part.total, part.text, part.received_at, part.carrier, part.source,
+                    part.destination))
+        return self._ex.write(op)
+
+    def parts(self, key: str) -> Deferred[list[MoPart]]:
+        return self._ex.read(lambda tx: [MoPart(*r) for r in tx.rows(
+            "SELECT seq, total, text, received_at, carrier, source, destination FROM mo_parts"
+            " WHERE key = ? ORDER BY seq", (key,))])
+
+    def delete_parts(self, key: str) -> Deferred[int]:
+        """Delete (claim) the parts of ``key``; 0 if another handler already took them."""
+        return self._ex.write(lambda tx: tx.run("DELETE FROM mo_parts WHERE key = ?", (key,)))
+
+    def stale_keys(self, received_before: float) -> Deferred[list[str]]:
+        return self._ex.read(lambda tx: [r[0] for r in tx.rows(
+            "SELECT key FROM mo_parts GROUP BY key HAVING MIN(received_at) < ?", (received_before,))])
+
+    def pending_part_count(self) -> Deferred[int]:
+        return self._ex.read(lambda tx: int(tx.rows("SELECT COUNT(*) FROM mo_parts")[0][0]))
+
+    def counts(self) -> Deferred[MoCounts]:
+        def op(tx: Tx) -> MoCounts:
+            total, unknown, unsub, incomplete = tx.rows(
+                "SELECT COUNT(*), SUM(CASE WHEN channel IS NULL THEN 1 ELSE 0 END), SUM(unsubscribe),"
+                " SUM(incomplete) FROM mo")[0]
+            return MoCounts(int(total or 0), int(unknown or 0), int(unsub or 0), int(incomplete or 0))
+        return self._ex.read(op)
+
+    def recent(self, limit: int = 100) -> Deferred[list[MoRecord]]:
+        return self._ex.read(lambda tx: [MoRecord(*r[:8], bool(r[8]), bool(r[9]), r[10]) for r in tx.rows(
+            "SELECT id, carrier, source, destination, channel, app_id, body, created_at, incomplete,"
+            " unsubscribe, downlink_id FROM mo ORDER BY created_at DESC LIMIT ?", (limit,))])
+
+    def prune(self, before: float, batch: int) -> Deferred[PruneCounts]:
+        return self._ex.write(lambda tx: PruneCounts(mo=tx.run(
+            "DELETE FROM mo WHERE id IN (SELECT id FROM mo WHERE created_at < ? ORDER BY created_at LIMIT ?)",
+            (before, batch))))
+
+
+class SqlBlacklist:
+    def __init__(self, ex: Executor) -> None:
+        self._ex = ex
+
+    def listed(self, channel: str, numbers: Sequence[str]) -> Deferred[set[str]]:
+        wanted = list(dict.fromkeys(numbers))
+
+        def op(tx: Tx) -> set[str]:
+            out: set[str] = set()
+            for chunk in _chunks(wanted):
+                out.update(r[0] for r in tx.rows(
+                    f"SELECT number FROM blacklist WHERE channel = ? AND number IN ({_marks(len(chunk))})",
+                    (channel, *chunk)))
+            return out
+        return self._ex.read(op)
+
+    def add(self, channel: str, number: str, now: float, mo_id: str | None) -> Deferred[bool]:
+        return self._ex.write(lambda tx: bool(tx.rows(
+            "INSERT INTO blacklist (channel, number, created_at, mo_id) VALUES (?,?,?,?)"
+            " ON CONFLICT DO NOTHING RETURNING number", (channel, number, now, mo_id))))
+
+    def remove(self, channel: str, number: str) -> Deferred[bool]:
+        return self._ex.write(lambda tx: tx.run(
+            "DELETE FROM blacklist WHERE channel = ? AND number = ?", (channel, number)) > 0)
+
+    def get(self, channel: str, number: str) -> Deferred[BlacklistEntry | None]:
+        def op(tx: Tx) -> BlacklistEntry | None:
+            rows = tx.rows("SELECT channel, number, created_at, mo_id FROM blacklist"
+                           " WHERE channel = ? AND number = ?", (channel, number))
+            return BlacklistEntry(*rows[0]) if rows else None
+        return self._ex.read(op)
+
+    def entries(self, channel: str | None, limit: int = 1000) -> Deferred[list[BlacklistEntry]]:
+        if channel:
+            sql, params = ("SELECT channel, number, created_at, mo_id FROM blacklist WHERE channel = ?"
+                           " ORDER BY created_at DESC LIMIT ?", (channel, limit))
+        else:
+            sql, params = ("SELECT channel, number, created_at, mo_id FROM blacklist"
+                           " ORDER BY created_at DESC LIMIT ?", (limit,))
+        return self._ex.read(lambda tx: [BlacklistEntry(*r) for r in tx.rows(sql, params)])
+
+
+class SqlStore:
+    """The five concerns over one executor: what both backends hand out."""
+
+    def __init__(self, executor: Executor) -> None:
+        self._ex = executor
+        self.messages = SqlMessages(executor)
+        self.receipts = SqlReceipts(executor)
+        self.outbox = SqlOutbox(executor)
+        self.mo = SqlMo(executor)
+        self.blacklist = SqlBlacklist(executor)
+
+    @property
+    def description(self) -> str:
+        return self._ex.description
+
+    @property
+    def commits(self) -> int:
+        return self._ex.commits
+
+    @property
+    def commit_seconds(self) -> float:
+        return self._ex.commit_seconds
+
+    def durable(self) -> Deferred[None]:
+        return self._ex.durable()
+
+    def flush(self) -> Deferred[None]:
+        return self._ex.flush()
+
+    def close(self) -> Deferred[None]:
+        return self._ex.close()
