@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Callable
 
 import pytest
 
 from tests.conftest import Backend
-from tests.e2e.harness import APP_TOKEN, CHANNEL, OPERATOR_TOKEN, Bridge, Receiver, wait_for
+from tests.e2e.harness import (
+    APP_TOKEN,
+    CHANNEL,
+    OPERATOR_TOKEN,
+    Bridge,
+    Receiver,
+    wait_for,
+    write_config,
+)
 
 # One number per carrier; the simulator's outcome rules key on the last 4 digits.
 NUMBERS = {
@@ -153,6 +162,18 @@ class TestRules:
         assert _report(receiver, otp)["status"] == "DELIVRD"
         assert bridge.message(note)["state"] == "held"
         assert not [s for s in bridge.submits() if s["destination_addr"] == "8613812340005"]
+
+    def test_held_messages_follow_the_quiet_hours_in_force_after_a_restart(
+            self, make_bridge: Callable[..., Bridge], receiver: Receiver) -> None:
+        """A message held under old quiet hours is released at start when the new rules allow it."""
+        bridge = make_bridge(quiet_hours=("00:00", "23:59"))
+        note = bridge.send(["+8613812340006"], template="note", params=["Li"])["result"][0]["smsMsgId"]
+        assert bridge.message(note)["state"] == "held"
+        assert bridge.stop() == 0
+        bridge.opts = dataclasses.replace(bridge.opts, quiet_hours=("00:00", "00:00"))   # no quiet hours
+        bridge.config_path = write_config(bridge.tmp, receiver, bridge.opts, None)
+        bridge.start()
+        assert _report(receiver, note)["status"] == "DELIVRD"
 
 
 class TestValidation:
