@@ -124,6 +124,7 @@ class Daemon:
         if moved:
             log.info("held.rescheduled", messages=moved)
         await self.mo.start()
+        await self.finaliser.repair()
         await self.dispatcher.start()
         await store.durable()
         site = build_site(cfg, store, self.intake, self.api_state)

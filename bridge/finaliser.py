@@ -2,8 +2,9 @@
 
 A long message is one ``smsMsgId``: it is final when every segment is, ``DELIVRD`` only
 when all segments are, otherwise the status of the first failing segment. The report is
-queued right behind the final state, before anything waits on ``durable()``, so a crash
-can neither lose it nor queue it twice (the outbox keeps one report per message).
+queued in the same transaction as the final state, so a crash can neither lose it nor
+queue it twice (the outbox keeps one report per message); a crash between a last
+segment's final state and its message's is repaired at start and by a repeated receipt.
 The expiry policy lives here too: no receipt within the timeout is ``EXPIRED``.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import structlog
@@ -19,7 +20,7 @@ from twisted.internet.defer import Deferred
 
 from bridge.models import MessageRecord
 from bridge.store import Store
-from bridge.store.records import PushKind
+from bridge.store.records import SegmentStatus
 
 __all__ = ["Finaliser", "iso_time", "report_payload"]
 
@@ -78,18 +79,22 @@ class Finaliser:
     async def _segment_final(self, segment_id: int, status: str, org_code: str, submit_status: int | None,
                              total: int | None, possible_duplicate: bool) -> str | None:
         now = self._now()
-        message_id = await self._store.messages.record_segment_final(
+        final = await self._store.messages.record_segment_final(
             segment_id, status, org_code, now, submit_status, possible_duplicate)
-        if message_id is None:
+        if final is None:
             return None
-        if total == 1:
-            done = await self._message_final(message_id, status, org_code, 1, now)
-        else:
-            done = await self._check_message(message_id, now)
-        return message_id if done else None
+        done = await self._decide(final.message_id, final.segments, now)
+        return final.message_id if done else None
 
-    async def _check_message(self, message_id: str, now: float) -> bool:
+    def check_message(self, message_id: str) -> Deferred[bool]:
+        """Finalise a message whose segments are all final (repair after a crash between the two)."""
+        return Deferred.fromCoroutine(self._check_message(message_id))
+
+    async def _check_message(self, message_id: str) -> bool:
         segments = await self._store.messages.segments_of(message_id)
+        return await self._decide(message_id, segments, self._now())
+
+    async def _decide(self, message_id: str, segments: Sequence[SegmentStatus], now: float) -> bool:
         if not segments or any(s.state != "final" for s in segments):
             return False
         deciding = next((s for s in segments if s.status != DELIVERED), segments[-1])
@@ -104,16 +109,28 @@ class Finaliser:
 
     async def _message_final(self, message_id: str, status: str, org_code: str, sequence: int,
                              now: float) -> bool:
-        msg = await self._store.messages.finalise_message(message_id, status, org_code, sequence, now)
+        def report(msg: MessageRecord) -> str:
+            return report_payload(msg, status, org_code, self._describe(org_code), sequence, now)
+
+        msg = await self._store.messages.finalise_message(message_id, status, org_code, sequence, now, report)
         if msg is None:
             return False
         self.finalised[status] = self.finalised.get(status, 0) + 1
         if msg.status_callback:
-            payload = report_payload(msg, status, org_code, self._describe(org_code), sequence, now)
-            if await self._store.outbox.queue(PushKind.REPORT, message_id, msg.status_callback, payload,
-                                              now) is not None:
-                self.reports_queued += 1
+            self.reports_queued += 1
         return True
+
+    def repair(self) -> Deferred[int]:
+        """At start: finalise messages left with every segment final by a crash in between."""
+        return Deferred.fromCoroutine(self._repair())
+
+    async def _repair(self) -> int:
+        ids = await self._store.messages.unfinished_with_final_segments()
+        for message_id in ids:
+            await self._check_message(message_id)
+        if ids:
+            log.warning("finaliser.repaired", messages=len(ids))
+        return len(ids)
 
     def expire_overdue(self) -> Deferred[int]:
         """No receipt within the receipt timeout: the platform records EXPIRED itself."""

@@ -87,6 +87,8 @@ class ReceiptMatcher:
             outcome = ReceiptOutcome.INTERMEDIATE
         elif match.state == "final":
             outcome = ReceiptOutcome.DUPLICATE
+            # A redelivery after a crash may find the segment final but not its message.
+            await self._finaliser.check_message(match.message_id)
         else:
             await self._finaliser.segment_final(match.segment_id, mapped.status, mapped.org_code,
                                                 total=match.total)

@@ -31,6 +31,7 @@ class Dialect(Enum):
 class Tx(Protocol):
     dialect: Dialect
     skip_locked: str            # " FOR UPDATE SKIP LOCKED" where the backend has it, else ""
+    for_update: str             # " FOR UPDATE" where the backend has row locks, else ""
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
     def run(self, sql: str, params: Sequence[Any] = ()) -> int: ...

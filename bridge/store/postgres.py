@@ -64,6 +64,7 @@ def _pg(sql: str) -> str:
 
 class _PgTx:
     dialect = Dialect.POSTGRES
+    for_update = " FOR UPDATE"
     skip_locked = " FOR UPDATE SKIP LOCKED"
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:

@@ -20,6 +20,7 @@ __all__ = [
     "RecentSend",
     "ReportCopy",
     "SegmentDetail",
+    "SegmentFinal",
     "SegmentMatch",
     "SegmentStatus",
     "StateCount",
@@ -58,6 +59,14 @@ class SegmentStatus:
     state: str
     status: str | None
     org_code: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentFinal:
+    """A segment just made final, with every segment of its message as of that moment."""
+
+    message_id: str
+    segments: tuple[SegmentStatus, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ database thread (PostgreSQL). Rows become frozen records here and nowhere else.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -30,6 +30,7 @@ from bridge.store.records import (
     RecentSend,
     ReportCopy,
     SegmentDetail,
+    SegmentFinal,
     SegmentMatch,
     SegmentStatus,
     StateCount,
@@ -67,6 +68,14 @@ def _message(r: Sequence[Any]) -> MessageRecord:
 def _segment(r: Sequence[Any]) -> SegmentRecord:
     return SegmentRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7]), r[8], r[9], r[10],
                          bool(r[11]), bool(r[12]))
+
+
+def _segment_statuses(tx: Tx, message_id: str) -> list[SegmentStatus]:
+    return [SegmentStatus(*r) for r in tx.rows(
+        "SELECT seq, state, status, org_code FROM segments WHERE message_id = ? ORDER BY seq", (message_id,))]
+
+
+ReportBuilder = Callable[[MessageRecord], str]
 
 
 def _time_range(column: str, since: float | None, until: float | None) -> tuple[list[str], list[Any]]:
@@ -169,31 +178,59 @@ class SqlMessages:
 
     def record_segment_final(self, segment_id: int, status: str, org_code: str, now: float,
                              submit_status: int | None = None,
-                             possible_duplicate: bool = False) -> Deferred[str | None]:
-        """Mark a segment final; its message id, or None if it already was final."""
-        def op(tx: Tx) -> str | None:
+                             possible_duplicate: bool = False) -> Deferred[SegmentFinal | None]:
+        """Mark a segment final; with its message's segments, or None if it already was final.
+
+        The message row is locked first (PostgreSQL), so two segments of one message made
+        final at once, by any instances, cannot both miss that the other is final.
+        """
+        def op(tx: Tx) -> SegmentFinal | None:
+            if tx.for_update:
+                tx.rows("SELECT 1 FROM messages WHERE id = (SELECT message_id FROM segments WHERE id = ?)"
+                        f"{tx.for_update}", (segment_id,))
             rows = tx.rows("UPDATE segments SET state = 'final', status = ?, org_code = ?, done_at = ?,"
                            " submit_status = COALESCE(?, submit_status),"
                            " possible_duplicate = CASE WHEN ? = 1 THEN 1 ELSE possible_duplicate END"
-                           " WHERE id = ? AND state != 'final' RETURNING message_id",
+                           " WHERE id = ? AND state != 'final' RETURNING message_id, seq, total",
                            (status, org_code, now, submit_status, int(possible_duplicate), segment_id))
-            return rows[0][0] if rows else None
+            if not rows:
+                return None
+            message_id, seq, total = rows[0]
+            if total == 1:
+                return SegmentFinal(message_id, (SegmentStatus(seq, "final", status, org_code),))
+            return SegmentFinal(message_id, tuple(_segment_statuses(tx, message_id)))
         return self._ex.write(op)
 
     def segments_of(self, message_id: str) -> Deferred[list[SegmentStatus]]:
-        return self._ex.read(lambda tx: [SegmentStatus(*r) for r in tx.rows(
-            "SELECT seq, state, status, org_code FROM segments WHERE message_id = ? ORDER BY seq",
-            (message_id,))])
+        return self._ex.read(lambda tx: _segment_statuses(tx, message_id))
 
     def finalise_message(self, message_id: str, status: str, org_code: str, final_seq: int,
-                         now: float) -> Deferred[MessageRecord | None]:
-        """Make a message final; returns it, or None if it already was."""
+                         now: float, report: ReportBuilder | None = None) -> Deferred[MessageRecord | None]:
+        """Make a message final and queue its report in one transaction; None if it already was final.
+
+        ``report`` turns the final record into the report's JSON payload; it is pushed to
+        the message's statusCallback (none queued without one).
+        """
         def op(tx: Tx) -> MessageRecord | None:
             rows = tx.rows("UPDATE messages SET state = 'final', status = ?, org_code = ?, final_seq = ?,"
                            f" final_at = ? WHERE id = ? AND state != 'final' RETURNING {_MESSAGE_COLUMNS}",
                            (status, org_code, final_seq, now, message_id))
-            return _message(rows[0]) if rows else None
+            if not rows:
+                return None
+            msg = _message(rows[0])
+            if report is not None and msg.status_callback:
+                tx.run("INSERT INTO outbox (kind, ref_id, url, payload, state, created_at, next_attempt_at)"
+                       " VALUES ('report', ?, ?, ?, 'pending', ?, ?) ON CONFLICT DO NOTHING",
+                       (message_id, msg.status_callback, report(msg), now, now))
+            return msg
         return self._ex.write(op)
+
+    def unfinished_with_final_segments(self, limit: int = 1000) -> Deferred[list[str]]:
+        """Messages whose every segment is final but which are not (a crash between the two)."""
+        return self._ex.read(lambda tx: [r[0] for r in tx.rows(
+            "SELECT m.id FROM messages m WHERE m.state = 'queued' AND EXISTS (SELECT 1 FROM segments s"
+            " WHERE s.message_id = m.id) AND NOT EXISTS (SELECT 1 FROM segments s WHERE s.message_id = m.id"
+            " AND s.state != 'final') LIMIT ?", (limit,))])
 
     def find_segment(self, carrier: str, canonical_id: str) -> Deferred[SegmentMatch | None]:
         def op(tx: Tx) -> SegmentMatch | None:
@@ -379,7 +416,7 @@ class SqlOutbox:
         excluded = set(exclude)
         return self._ex.read(lambda tx: [OutboxItem(*r) for r in tx.rows(
             f"SELECT {_OUTBOX_ITEM} FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?"
-            " ORDER BY next_attempt_at LIMIT ?", (now, limit + len(excluded))) if r[0] not in excluded][:limit])
+            " ORDER BY next_attempt_at, id LIMIT ?", (now, limit + len(excluded))) if r[0] not in excluded][:limit])
 
     def pending_replay(self, message_id: str) -> Deferred[bool]:
         return self._ex.read(lambda tx: bool(tx.rows(
@@ -501,7 +538,7 @@ class SqlMo:
     def recent(self, limit: int = 100) -> Deferred[list[MoRecord]]:
         return self._ex.read(lambda tx: [MoRecord(*r[:8], bool(r[8]), bool(r[9]), r[10]) for r in tx.rows(
             "SELECT id, carrier, source, destination, channel, app_id, body, created_at, incomplete,"
-            " unsubscribe, downlink_id FROM mo ORDER BY created_at DESC LIMIT ?", (limit,))])
+            " unsubscribe, downlink_id FROM mo ORDER BY created_at DESC, id DESC LIMIT ?", (limit,))])
 
     def prune(self, before: float, batch: int) -> Deferred[PruneCounts]:
         return self._ex.write(lambda tx: PruneCounts(mo=tx.run(

@@ -65,6 +65,7 @@ def lock_sqlite_store(path: Path | str) -> IO[Any] | None:
 
 class _SqliteTx:
     dialect = Dialect.SQLITE
+    for_update = ""
     skip_locked = ""
 
     def __init__(self, conn: sqlite3.Connection) -> None:

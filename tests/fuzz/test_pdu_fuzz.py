@@ -45,11 +45,12 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from bridge.config import load_config as load_bridge_config
-from bridge.dispatcher import Dispatcher
 from bridge.finaliser import Finaliser
 from bridge.inbound import InboundHandler
 from bridge.logs import Redactor
+from bridge.matching import ReceiptMatcher
 from bridge.mo import MoHandler
+from bridge.models import InboundMessage
 from bridge.receipts import StatusMap
 from bridge.smpp.codec import (
     HEADER,
@@ -62,7 +63,8 @@ from bridge.smpp.codec import (
 )
 from bridge.smpp.framing import SmppFramedProtocol
 from bridge.smpp.session import EsmeSession
-from bridge.store import Store
+from bridge.store import result_of
+from bridge.store.sqlite import open_sqlite
 from carriers.profiles import load_profiles
 from carriers.sim.config import load_config
 from carriers.sim.simulator import Simulator
@@ -581,20 +583,21 @@ class Inbound:
         return sum(self.handler.receipts.values()) + self.handler.mo_count
 
     def session(self) -> Side:
-        """A new bound EsmeSession whose deliver_sm go to the handler, as a Bind passes them."""
-        owner = _Owner(lambda pdu: self.handler.on_deliver("cmcc", "cmcc-1", pdu))
+        """A new bound EsmeSession whose deliver_sm go to the handler, as the daemon passes them."""
+        owner = _Owner(lambda pdu: self.handler.on_deliver("cmcc", "cmcc-1", InboundMessage.from_fields(pdu.fields)))
         return bound_esme(self.clock, owner)
 
 
 @pytest.fixture(scope="module", name="inbound")
-def _inbound() -> Inbound:
+def _inbound() -> Iterator[Inbound]:
     clock = Clock()
     clock.advance(1_800_000_000)
-    store = Store(":memory:", clock=clock, commit_interval_s=0.005)
+    store, _ = open_sqlite(":memory:", clock=clock, commit_interval_s=0.005)
     finaliser = Finaliser(store, now=clock.seconds)
-    dispatcher = Dispatcher(store, finaliser, PROFILES, reactor=clock, now=clock.seconds)
+    matcher = ReceiptMatcher(store, finaliser, STATUS_MAP, PROFILES, now=clock.seconds)
     mo = MoHandler(BRIDGE_CONFIG, store, now=clock.seconds)
-    return Inbound(clock, InboundHandler(store, finaliser, dispatcher, STATUS_MAP, PROFILES, mo, now=clock.seconds))
+    yield Inbound(clock, InboundHandler(store, matcher, mo))
+    result_of(store.close())
 
 
 class TestBridgeInboundPath:

@@ -91,14 +91,18 @@ class TestMessages:
         """A segment and a message are made final once; repeats change nothing."""
         r(store.messages.insert([_msg("a", segments=2)]))
         s1, s2 = r(store.messages.take_queued("cmcc", 2))
-        assert r(store.messages.record_segment_final(s1.id, "DELIVRD", "DELIVRD", T0)) == "a"
+        first = r(store.messages.record_segment_final(s1.id, "DELIVRD", "DELIVRD", T0))
+        assert first.message_id == "a" and [s.state for s in first.segments] == ["final", "dispatched"]
         assert r(store.messages.record_segment_final(s1.id, "UNDELIV", "X", T0)) is None
-        r(store.messages.record_segment_final(s2.id, "UNDELIV", "UNDELIV/1", T0, submit_status=0x45))
-        assert [(s.seq, s.state, s.status) for s in r(store.messages.segments_of("a"))] == [
-            (1, "final", "DELIVRD"), (2, "final", "UNDELIV")]
-        msg = r(store.messages.finalise_message("a", "UNDELIV", "UNDELIV/1", 2, T0 + 1))
+        last = r(store.messages.record_segment_final(s2.id, "UNDELIV", "UNDELIV/1", T0, submit_status=0x45))
+        assert [(s.seq, s.state, s.status) for s in last.segments] == [(1, "final", "DELIVRD"), (2, "final", "UNDELIV")]
+        assert list(last.segments) == r(store.messages.segments_of("a"))
+        assert r(store.messages.unfinished_with_final_segments()) == ["a"]
+        msg = r(store.messages.finalise_message("a", "UNDELIV", "UNDELIV/1", 2, T0 + 1, lambda m: f'{{"id":"{m.id}"}}'))
         assert msg.state == "final" and msg.status == "UNDELIV" and msg.final_at == T0 + 1
+        assert r(store.outbox.report_copy("a")).payload == '{"id":"a"}'
         assert r(store.messages.finalise_message("a", "DELIVRD", "", 1, T0 + 2)) is None
+        assert r(store.messages.unfinished_with_final_segments()) == []
 
     def test_overdue_and_held(self, store: Store) -> None:
         """Overdue submitted segments are listed; held messages move to the queue when due."""

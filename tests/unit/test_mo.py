@@ -15,10 +15,13 @@ from bridge.config import BridgeConfig, ChannelConfig, load_config
 from bridge.encoder import ConcatRefCounter, Segment, encode_message
 from bridge.finaliser import iso_time
 from bridge.mo import DOWNLINK_WINDOW_S, MoHandler, MoPart, decode_mo, longest_channel, part_key
-from bridge.models import NewMessage, OutboxItem
+from bridge.models import InboundMessage, NewMessage, OutboxItem
 from bridge.smpp import codec
-from bridge.store import Store
+from bridge.store import Store, open_store, result_of
+from bridge.store.records import BlacklistEntry, MoRecord
+from bridge.store.sqlite import open_sqlite
 from bridge.textcodec import encode_gsm7
+from tests.conftest import Backend
 
 START = 1_750_000_000.0
 USER = "13800138000"
@@ -69,20 +72,20 @@ app = "silent"
 
 
 def mo_pdu(payload: bytes, *, data_coding: int = 8, esm_class: int = 0, source: str = USER,
-           destination: str = CHANNEL + "12", **extra: object) -> codec.Pdu:
-    """A deliver_sm MO as the codec hands it over (encoded and decoded, real field types)."""
+           destination: str = CHANNEL + "12", **extra: object) -> InboundMessage:
+    """A deliver_sm MO as the link hands it over: encoded, decoded (real field types), protocol-free."""
     fields: dict[str, object] = {"source_addr": source, "destination_addr": destination,
                                  "esm_class": esm_class, "data_coding": data_coding,
                                  "short_message": payload}
     fields.update(extra)
-    return codec.decode(codec.encode(codec.Pdu("deliver_sm", 7, 0, fields)))
+    return InboundMessage.from_fields(codec.decode(codec.encode(codec.Pdu("deliver_sm", 7, 0, fields))).fields)
 
 
-def ucs2(text: str, **kwargs: object) -> codec.Pdu:
+def ucs2(text: str, **kwargs: object) -> InboundMessage:
     return mo_pdu(text.encode("utf-16-be"), data_coding=8, **kwargs)
 
 
-def segment_pdu(seg: Segment, **kwargs: object) -> codec.Pdu:
+def segment_pdu(seg: Segment, **kwargs: object) -> InboundMessage:
     """One encoder segment as an MO part; SAR numbering goes in TLVs."""
     extra: dict[str, object] = {}
     if seg.sar:
@@ -98,7 +101,37 @@ def long_segments(concat: str, text: str = LONG_TEXT, start: int = 0) -> tuple[S
 
 
 def uplinks(store: Store, clock: Clock) -> list[OutboxItem]:
-    return [item for item in store.due_pushes(clock.seconds() + 1e9, 1000) if item.kind == "uplink"]
+    return [item for item in result_of(store.outbox.due(clock.seconds() + 1e9, 1000)) if item.kind == "uplink"]
+
+
+def deliver(handler: MoHandler, carrier: str, message: InboundMessage) -> bool:
+    """One MO deliver_sm through the handler; True if a push was queued (raises what the store raised)."""
+    return result_of(handler.on_mo(carrier, message))
+
+
+def expire(handler: MoHandler) -> int:
+    return result_of(handler.expire_stale())
+
+
+def list_mo(store: Store) -> list[MoRecord]:
+    """Stored replies, newest first."""
+    return result_of(store.mo.recent())
+
+
+def insert(store: Store, messages: list[NewMessage]) -> None:
+    result_of(store.messages.insert(messages))
+
+
+def blacklisted(store: Store, channel: str, number: str) -> bool:
+    return number in result_of(store.blacklist.listed(channel, [number]))
+
+
+def blacklist_entry(store: Store, channel: str, number: str) -> BlacklistEntry | None:
+    return result_of(store.blacklist.get(channel, number))
+
+
+def blacklist(store: Store, channel: str | None) -> list[BlacklistEntry]:
+    return result_of(store.blacklist.entries(channel))
 
 
 def downlink(mid: str, channel: str, recipient: str, created_at: float) -> NewMessage:
@@ -128,11 +161,44 @@ def _config() -> BridgeConfig:
     return load_config()
 
 
+class Opener:
+    """Opens the backend under test (again, for a restart) and closes what is left open."""
+
+    def __init__(self, backend: Backend, clock: Clock, path: Path) -> None:
+        self.backend = backend
+        self._clock = clock
+        self._path = path
+        self._open: list[Store] = []
+
+    def open(self, *, memory: bool = False) -> Store:
+        if self.backend.name == "sqlite":
+            store: Store = open_sqlite(":memory:" if memory else self._path, clock=self._clock)[0]
+        else:
+            store = open_store(self.backend.config, inline=True)
+        self._open.append(store)
+        return store
+
+    def close(self, store: Store) -> None:
+        self._open.remove(store)
+        result_of(store.close())
+
+    def close_all(self) -> None:
+        for store in self._open:
+            result_of(store.close())
+        self._open.clear()
+
+
+@pytest.fixture(name="opener")
+def _opener(store_backend: Backend, clock: Clock, tmp_path: Path) -> Iterator[Opener]:
+    opener = Opener(store_backend, clock, tmp_path / "bridge.db")
+    yield opener
+    opener.close_all()
+
+
 @pytest.fixture(name="store")
-def _store(clock: Clock) -> Iterator[Store]:
-    store = Store(":memory:", clock=clock)
-    yield store
-    store.close()
+def _store(opener: Opener) -> Store:
+    """The store on each backend (SQLite in memory, with its group commit on the clock)."""
+    return opener.open(memory=True)
 
 
 @pytest.fixture(name="pushes")
@@ -199,15 +265,15 @@ class TestDecodeMo:
 class TestPlainMo:
     def test_stored_and_pushed(self, handler: MoHandler, store: Store, clock: Clock, pushes: PushCounter) -> None:
         """A single reply is stored with its own id and queued to the app's uplink URL in the push format."""
-        handler.on_mo("cmcc", ucs2("你好，收到", destination=CHANNEL + "0042"))
-        (mo,) = store.list_mo()
-        assert (mo["source"], mo["destination"], mo["channel"], mo["app_id"]) == (
+        deliver(handler, "cmcc", ucs2("你好，收到", destination=CHANNEL + "0042"))
+        (mo,) = list_mo(store)
+        assert (mo.source, mo.destination, mo.channel, mo.app_id) == (
             USER_E164, CHANNEL + "0042", CHANNEL, "demo")
-        assert (mo["incomplete"], mo["unsubscribe"], mo["downlink_id"]) == (0, 0, None)
+        assert (mo.incomplete, mo.unsubscribe, mo.downlink_id) == (False, False, None)
         (item,) = uplinks(store, clock)
-        assert (item.ref_id, item.url) == (mo["id"], UPLINK_URL)
+        assert (item.ref_id, item.url) == (mo.id, UPLINK_URL)
         assert item.payload == json.dumps(
-            {"smsMsgId": mo["id"], "from": USER_E164, "to": CHANNEL + "0042", "body": "你好，收到",
+            {"smsMsgId": mo.id, "from": USER_E164, "to": CHANNEL + "0042", "body": "你好，收到",
              "createTime": iso_time(START)}, ensure_ascii=False, separators=(",", ":"))
         assert pushes.calls == 1
 
@@ -223,30 +289,30 @@ class TestPlainMo:
     def test_body_decoded(self, handler: MoHandler, store: Store, clock: Clock, payload: bytes,
                           data_coding: int, carrier: str, expected: str) -> None:
         """GSM-7 (per carrier profile), Latin-1 and UCS-2 with surrogate pairs reach the push as Unicode."""
-        handler.on_mo(carrier, mo_pdu(payload, data_coding=data_coding))
-        assert store.list_mo()[0]["body"] == expected
+        deliver(handler, carrier, mo_pdu(payload, data_coding=data_coding))
+        assert list_mo(store)[0].body == expected
         assert json.loads(uplinks(store, clock)[0].payload)["body"] == expected
 
     def test_own_id_per_mo(self, handler: MoHandler, store: Store, clock: Clock) -> None:
         """Every MO gets a new smsMsgId, distinct from the downlink it answers."""
-        store.insert_messages([downlink("dl-1", CHANNEL, USER_E164, START - 60)])
-        handler.on_mo("cmcc", ucs2("one"))
-        handler.on_mo("cmcc", ucs2("two"))
-        ids = {mo["id"] for mo in store.list_mo()}
+        insert(store, [downlink("dl-1", CHANNEL, USER_E164, START - 60)])
+        deliver(handler, "cmcc", ucs2("one"))
+        deliver(handler, "cmcc", ucs2("two"))
+        ids = {mo.id for mo in list_mo(store)}
         assert len(ids) == 2 and "dl-1" not in ids
         assert {item.ref_id for item in uplinks(store, clock)} == ids
 
     def test_unparseable_source_kept(self, handler: MoHandler, store: Store, clock: Clock) -> None:
         """A source that is not a phone number is kept as the SMSC wrote it, not dropped."""
-        handler.on_mo("cmcc", ucs2("hi", source="10086"))
-        assert store.list_mo()[0]["source"] == "10086"
+        deliver(handler, "cmcc", ucs2("hi", source="10086"))
+        assert list_mo(store)[0].source == "10086"
         assert json.loads(uplinks(store, clock)[0].payload)["from"] == "10086"
 
     def test_logs_hide_body_and_number(self, handler: MoHandler) -> None:
         """Info logs carry neither the reply text nor the sender's full number."""
         with capture_logs() as logs:
-            handler.on_mo("cmcc", ucs2("secret words", destination=CHANNEL))
-            handler.on_mo("cmcc", ucs2("T", destination=CHANNEL))
+            deliver(handler, "cmcc", ucs2("secret words", destination=CHANNEL))
+            deliver(handler, "cmcc", ucs2("T", destination=CHANNEL))
         shown = [str(v) for e in logs if e["log_level"] != "debug" for v in e.values()]
         assert not any(USER in v or "secret" in v for v in shown)
         assert {"mo.stored", "mo.unsubscribed"} <= {e["event"] for e in logs}
@@ -254,7 +320,7 @@ class TestPlainMo:
     def test_stats_are_a_snapshot(self, handler: MoHandler) -> None:
         """stats is a frozen copy that later MOs do not change."""
         before = handler.stats
-        handler.on_mo("cmcc", ucs2("hi"))
+        deliver(handler, "cmcc", ucs2("hi"))
         with pytest.raises(dataclasses.FrozenInstanceError):
             before.received = 5  # type: ignore[misc]
         assert (before.received, handler.stats.received, handler.stats.stored) == (0, 1, 1)
@@ -264,44 +330,43 @@ class TestUnsubscribe:
     @pytest.mark.parametrize("reply", ["t", " R ", "ＴＤ", "退订", "0000", "N", "T。"])
     def test_keyword_blacklists(self, handler: MoHandler, store: Store, clock: Clock, reply: str) -> None:
         """An unsubscribe keyword blacklists the sender on that channel and is still pushed."""
-        handler.on_mo("cmcc", ucs2(reply))
-        (mo,) = store.list_mo()
-        assert mo["unsubscribe"] == 1
-        assert store.get_blacklist(CHANNEL, USER_E164) == {
-            "channel": CHANNEL, "number": USER_E164, "created_at": START, "mo_id": mo["id"]}
-        assert not store.is_blacklisted(OTHER_CHANNEL, USER_E164)
+        deliver(handler, "cmcc", ucs2(reply))
+        (mo,) = list_mo(store)
+        assert mo.unsubscribe is True
+        assert blacklist_entry(store, CHANNEL, USER_E164) == BlacklistEntry(CHANNEL, USER_E164, START, mo.id)
+        assert not blacklisted(store, OTHER_CHANNEL, USER_E164)
         assert json.loads(uplinks(store, clock)[0].payload)["body"] == reply
         assert handler.stats.unsubscribed == 1
 
     @pytest.mark.parametrize("reply", ["TT", "T please", "0001", "Thanks", "退订吧"])
     def test_other_replies_do_not(self, handler: MoHandler, store: Store, clock: Clock, reply: str) -> None:
         """Anything beyond a bare keyword is an ordinary reply: pushed, nobody blacklisted."""
-        handler.on_mo("cmcc", ucs2(reply))
-        assert store.list_blacklist(None) == []
-        assert store.list_mo()[0]["unsubscribe"] == 0
+        deliver(handler, "cmcc", ucs2(reply))
+        assert blacklist(store, None) == []
+        assert list_mo(store)[0].unsubscribe is False
         assert len(uplinks(store, clock)) == 1
         assert handler.stats.unsubscribed == 0
 
     def test_gsm7_keyword(self, handler: MoHandler, store: Store) -> None:
         """A GSM-7 "T" unsubscribes just like a UCS-2 one."""
-        handler.on_mo("cmcc", mo_pdu(encode_gsm7("T"), data_coding=0, destination=OTHER_CHANNEL))
-        assert store.is_blacklisted(OTHER_CHANNEL, USER_E164)
-        assert not store.is_blacklisted(CHANNEL, USER_E164)
+        deliver(handler, "cmcc", mo_pdu(encode_gsm7("T"), data_coding=0, destination=OTHER_CHANNEL))
+        assert blacklisted(store, OTHER_CHANNEL, USER_E164)
+        assert not blacklisted(store, CHANNEL, USER_E164)
 
     def test_repeat_keeps_first_entry(self, handler: MoHandler, store: Store, clock: Clock) -> None:
         """A second unsubscribe leaves the first entry's time and MO id; both replies are pushed."""
-        handler.on_mo("cmcc", ucs2("T"))
-        first = store.get_blacklist(CHANNEL, USER_E164)
+        deliver(handler, "cmcc", ucs2("T"))
+        first = blacklist_entry(store, CHANNEL, USER_E164)
         clock.advance(30)
-        handler.on_mo("cmcc", ucs2("TD"))
-        assert store.get_blacklist(CHANNEL, USER_E164) == first
+        deliver(handler, "cmcc", ucs2("TD"))
+        assert blacklist_entry(store, CHANNEL, USER_E164) == first
         assert len(uplinks(store, clock)) == 2
 
     def test_unknown_channel_not_blacklisted(self, handler: MoHandler, store: Store, clock: Clock) -> None:
         """An unsubscribe to an unknown number is stored as one, but there is no channel to blacklist."""
-        handler.on_mo("cmcc", ucs2("T", destination="95555"))
-        assert store.list_blacklist(None) == []
-        assert store.list_mo()[0]["unsubscribe"] == 1
+        deliver(handler, "cmcc", ucs2("T", destination="95555"))
+        assert blacklist(store, None) == []
+        assert list_mo(store)[0].unsubscribe is True
         assert uplinks(store, clock) == []
 
     def test_configured_keywords(self, tmp_path: Path, store: Store, clock: Clock) -> None:
@@ -309,10 +374,10 @@ class TestUnsubscribe:
         path = tmp_path / "kw.toml"
         path.write_text(TEST_TOML.replace("[rules]", '[rules]\nunsubscribe_keywords = ["STOP"]'), encoding="utf-8")
         handler = MoHandler(load_config(path), store, now=clock.seconds)
-        handler.on_mo("cmcc", ucs2("T", destination="10690"))
-        handler.on_mo("cmcc", ucs2("stop!", destination="10690"))
-        assert [row["number"] for row in store.list_blacklist("10690")] == [USER_E164]
-        assert sorted(mo["unsubscribe"] for mo in store.list_mo()) == [0, 1]
+        deliver(handler, "cmcc", ucs2("T", destination="10690"))
+        deliver(handler, "cmcc", ucs2("stop!", destination="10690"))
+        assert [row.number for row in blacklist(store, "10690")] == [USER_E164]
+        assert sorted(mo.unsubscribe for mo in list_mo(store)) == [False, True]
 
 
 class TestReassembly:
@@ -321,122 +386,127 @@ class TestReassembly:
                           concat: str) -> None:
         """Three UCS-2 parts delivered 3, 1, 2 become one MO with the exact text and one push."""
         segments = long_segments(concat)
-        handler.on_mo("cmcc", segment_pdu(segments[2]))
+        deliver(handler, "cmcc", segment_pdu(segments[2]))
         clock.advance(1)
-        handler.on_mo("cmcc", segment_pdu(segments[0]))
-        assert store.list_mo() == [] and uplinks(store, clock) == []
+        deliver(handler, "cmcc", segment_pdu(segments[0]))
+        assert list_mo(store) == [] and uplinks(store, clock) == []
         assert handler.stats.parts_pending == 2
         clock.advance(1)
-        handler.on_mo("cmcc", segment_pdu(segments[1]))
-        (mo,) = store.list_mo()
-        assert mo["body"] == LONG_TEXT and mo["incomplete"] == 0
+        deliver(handler, "cmcc", segment_pdu(segments[1]))
+        (mo,) = list_mo(store)
+        assert mo.body == LONG_TEXT and mo.incomplete is False
         (item,) = uplinks(store, clock)
         payload = json.loads(item.payload)
         assert payload["body"] == LONG_TEXT and payload["createTime"] == iso_time(START + 2)
-        assert store.stale_mo_keys(float("inf")) == []
+        assert result_of(store.mo.stale_keys(float("inf"))) == []
         assert (handler.stats.received, handler.stats.parts_pending, handler.stats.assembled) == (3, 0, 1)
         assert pushes.calls == 1
 
     def test_duplicate_part(self, handler: MoHandler, store: Store) -> None:
         """A redelivered part replaces the stored one and is not counted twice."""
         segments = long_segments("udh8")
-        handler.on_mo("cmcc", segment_pdu(segments[0]))
-        handler.on_mo("cmcc", segment_pdu(segments[0]))
+        deliver(handler, "cmcc", segment_pdu(segments[0]))
+        deliver(handler, "cmcc", segment_pdu(segments[0]))
         assert handler.stats.parts_pending == 1
-        handler.on_mo("cmcc", segment_pdu(segments[1]))
-        handler.on_mo("cmcc", segment_pdu(segments[1]))
-        assert store.list_mo() == []
-        handler.on_mo("cmcc", segment_pdu(segments[2]))
-        assert [mo["body"] for mo in store.list_mo()] == [LONG_TEXT]
+        deliver(handler, "cmcc", segment_pdu(segments[1]))
+        deliver(handler, "cmcc", segment_pdu(segments[1]))
+        assert list_mo(store) == []
+        deliver(handler, "cmcc", segment_pdu(segments[2]))
+        assert [mo.body for mo in list_mo(store)] == [LONG_TEXT]
         assert (handler.stats.received, handler.stats.parts_pending, handler.stats.assembled) == (5, 0, 1)
 
     def test_redelivered_after_assembly(self, handler: MoHandler, store: Store, clock: Clock) -> None:
         """A part redelivered after its reply was assembled is stored, then discarded at expiry, not pushed."""
         segments = long_segments("udh8")
         for seg in segments:
-            handler.on_mo("cmcc", segment_pdu(seg))
+            deliver(handler, "cmcc", segment_pdu(seg))
         clock.advance(1)
-        handler.on_mo("cmcc", segment_pdu(segments[2]))
+        deliver(handler, "cmcc", segment_pdu(segments[2]))
         assert handler.stats.parts_pending == 1
         clock.advance(601)
-        assert handler.expire_stale() == 0
+        assert expire(handler) == 0
         assert (handler.stats.redelivered, handler.stats.parts_pending, handler.stats.incomplete) == (1, 0, 0)
-        assert len(store.list_mo()) == 1 and len(uplinks(store, clock)) == 1
+        assert len(list_mo(store)) == 1 and len(uplinks(store, clock)) == 1
 
-    def test_redelivery_forwarded_after_restart(self, tmp_path: Path, config: BridgeConfig, clock: Clock) -> None:
+    def test_redelivery_forwarded_after_restart(self, opener: Opener, config: BridgeConfig, clock: Clock) -> None:
         """Without the in-process memory (after a restart) a redelivered part is forwarded, never lost."""
-        path = tmp_path / "bridge.db"
         segments = long_segments("udh8")
-        store = Store(path, clock=clock)
+        store = opener.open()
         handler = MoHandler(config, store, now=clock.seconds)
+        result_of(handler.start())
         for seg in (*segments, segments[2]):
-            handler.on_mo("cmcc", segment_pdu(seg))
-        store.close()
-        store = Store(path, clock=clock)
+            deliver(handler, "cmcc", segment_pdu(seg))
+        opener.close(store)
+        store = opener.open()
         handler = MoHandler(config, store, now=clock.seconds)
+        result_of(handler.start())
+        assert handler.stats.parts_pending == 1
         clock.advance(601)
-        assert handler.expire_stale() == 1
-        assert sorted(mo["incomplete"] for mo in store.list_mo()) == [0, 1]
-        store.close()
+        assert expire(handler) == 1
+        assert sorted(mo.incomplete for mo in list_mo(store)) == [False, True]
 
     def test_identical_repeat_is_a_reply(self, handler: MoHandler, store: Store, clock: Clock) -> None:
         """The same long text sent again under the same reference is a second reply, not a redelivery."""
         for _ in range(2):
             for seg in long_segments("sar"):
-                handler.on_mo("cmcc", segment_pdu(seg))
+                deliver(handler, "cmcc", segment_pdu(seg))
             clock.advance(1)
-        assert [mo["body"] for mo in store.list_mo()] == [LONG_TEXT, LONG_TEXT]
+        assert [mo.body for mo in list_mo(store)] == [LONG_TEXT, LONG_TEXT]
         assert handler.stats.redelivered == 0
 
     def test_reused_reference_new_reply(self, handler: MoHandler, store: Store, clock: Clock) -> None:
         """A later reply reusing the reference with other text is a new reply, assembled again."""
         other = "新" * 66 + LONG_TEXT[66:]
         for seg in long_segments("udh8"):
-            handler.on_mo("cmcc", segment_pdu(seg))
+            deliver(handler, "cmcc", segment_pdu(seg))
         clock.advance(1)
         for seg in long_segments("udh8", text=other):
-            handler.on_mo("cmcc", segment_pdu(seg))
-        assert sorted(mo["body"] for mo in store.list_mo()) == sorted([LONG_TEXT, other])
+            deliver(handler, "cmcc", segment_pdu(seg))
+        assert sorted(mo.body for mo in list_mo(store)) == sorted([LONG_TEXT, other])
 
     def test_sources_not_mixed(self, handler: MoHandler, store: Store) -> None:
         """Two senders using the same reference are reassembled separately."""
         segments = long_segments("udh8")
         other = "13900139000"
         for seg in (segments[0], segments[1]):
-            handler.on_mo("cmcc", segment_pdu(seg))
-            handler.on_mo("cmcc", segment_pdu(seg, source=other))
-        assert store.list_mo() == []
-        handler.on_mo("cmcc", segment_pdu(segments[2], source=other))
-        assert [mo["source"] for mo in store.list_mo()] == ["+86" + other]
+            deliver(handler, "cmcc", segment_pdu(seg))
+            deliver(handler, "cmcc", segment_pdu(seg, source=other))
+        assert list_mo(store) == []
+        deliver(handler, "cmcc", segment_pdu(segments[2], source=other))
+        assert [mo.source for mo in list_mo(store)] == ["+86" + other]
         assert handler.stats.parts_pending == 2
 
-    def test_restart_between_parts(self, tmp_path: Path, config: BridgeConfig, clock: Clock) -> None:
+    def test_restart_between_parts(self, opener: Opener, config: BridgeConfig, clock: Clock) -> None:
         """Parts committed before a restart are joined with the part delivered after it."""
-        path = tmp_path / "bridge.db"
         segments = long_segments("udh16")
-        store = Store(path, clock=clock)
+        store = opener.open()
         handler = MoHandler(config, store, now=clock.seconds)
-        handler.on_mo("cmcc", segment_pdu(segments[2]))
-        handler.on_mo("cmcc", segment_pdu(segments[0]))
+        result_of(handler.start())
+        deliver(handler, "cmcc", segment_pdu(segments[2]))
+        deliver(handler, "cmcc", segment_pdu(segments[0]))
         clock.advance(1)  # group commit, as before the deliver_sm_resp
-        store.close()
+        opener.close(store)
 
-        store = Store(path, clock=clock)
+        store = opener.open()
         handler = MoHandler(config, store, now=clock.seconds)
+        result_of(handler.start())   # counts the parts the previous run left waiting
         assert handler.stats.parts_pending == 2
-        handler.on_mo("cmcc", segment_pdu(segments[1]))
+        deliver(handler, "cmcc", segment_pdu(segments[1]))
         clock.advance(1)
-        assert [mo["body"] for mo in store.list_mo()] == [LONG_TEXT]
+        assert [mo.body for mo in list_mo(store)] == [LONG_TEXT]
         assert json.loads(uplinks(store, clock)[0].payload)["body"] == LONG_TEXT
-        store.close()
+        assert handler.stats.parts_pending == 0
 
-    def test_committed_before_ack(self, handler: MoHandler, store: Store, clock: Clock) -> None:
-        """The part is in the open transaction: durable() fires only once it is committed."""
-        handler.on_mo("cmcc", segment_pdu(long_segments("sar")[0]))
+    def test_committed_before_ack(self, config: BridgeConfig, clock: Clock) -> None:
+        """SQLite group commit: the part is in the open transaction, durable() fires only once it is committed."""
+        store, _ = open_sqlite(":memory:", clock=clock)
+        handler = MoHandler(config, store, now=clock.seconds)
+        deliver(handler, "cmcc", segment_pdu(long_segments("sar")[0]))
         done = store.durable()
         assert not done.called
         clock.advance(1)
         assert done.called
+        result_of(store.close())
 
 
 class TestExpiry:
@@ -445,29 +515,29 @@ class TestExpiry:
         """Past the TTL, the parts that arrived are pushed as one MO marked incomplete."""
         ttl = 600.0
         segments = long_segments("udh8")
-        handler.on_mo("cmcc", segment_pdu(segments[0]))
+        deliver(handler, "cmcc", segment_pdu(segments[0]))
         clock.advance(5)
-        handler.on_mo("cmcc", segment_pdu(segments[2]))
+        deliver(handler, "cmcc", segment_pdu(segments[2]))
         clock.advance(ttl - 5)
-        assert handler.expire_stale() == 0
+        assert expire(handler) == 0
         clock.advance(1)
-        assert handler.expire_stale() == 1
+        assert expire(handler) == 1
         expected = LONG_TEXT[:66] + segments[2].short_message[6:].decode("utf-16-be")
-        (mo,) = store.list_mo()
-        assert (mo["body"], mo["incomplete"], mo["created_at"]) == (expected, 1, START + 5)
+        (mo,) = list_mo(store)
+        assert (mo.body, mo.incomplete, mo.created_at) == (expected, True, START + 5)
         assert json.loads(uplinks(store, clock)[0].payload)["body"] == expected
         assert (handler.stats.incomplete, handler.stats.assembled, handler.stats.parts_pending) == (1, 0, 0)
         assert pushes.calls == 1
-        assert handler.expire_stale() == 0
+        assert expire(handler) == 0
 
     def test_configured_ttl(self, test_config: BridgeConfig, store: Store, clock: Clock) -> None:
         """The TTL is rules.mo_reassembly_ttl_s, counted from the first part."""
         handler = MoHandler(test_config, store, now=clock.seconds)
         seg = long_segments("sar")[1]
-        handler.on_mo("cmcc", segment_pdu(seg, destination="10690"))
+        deliver(handler, "cmcc", segment_pdu(seg, destination="10690"))
         clock.advance(61)
-        assert handler.expire_stale() == 1
-        assert store.list_mo()[0]["incomplete"] == 1
+        assert expire(handler) == 1
+        assert list_mo(store)[0].incomplete is True
 
 
 class TestChannelMatch:
@@ -484,25 +554,25 @@ class TestChannelMatch:
     def test_application_of_longest(self, test_config: BridgeConfig, store: Store, clock: Clock) -> None:
         """The matched channel's application gives the uplink URL."""
         handler = MoHandler(test_config, store, now=clock.seconds)
-        handler.on_mo("cmcc", ucs2("a", destination="1069000777"))
-        handler.on_mo("cmcc", ucs2("b", destination="106907"))
-        rows = {mo["destination"]: (mo["channel"], mo["app_id"]) for mo in store.list_mo()}
+        deliver(handler, "cmcc", ucs2("a", destination="1069000777"))
+        deliver(handler, "cmcc", ucs2("b", destination="106907"))
+        rows = {mo.destination: (mo.channel, mo.app_id) for mo in list_mo(store)}
         assert rows == {"1069000777": ("1069000", "long"), "106907": ("10690", "short")}
         assert {json.loads(i.payload)["to"]: i.url for i in uplinks(store, clock)} == {
             "1069000777": "http://long.example/uplink", "106907": "http://short.example/uplink"}
 
     def test_no_guessing_about_106(self, handler: MoHandler, store: Store) -> None:
         """A destination without the configured 106 prefix is not matched by guesswork."""
-        handler.on_mo("cmcc", ucs2("hi", destination="90001"))
-        assert store.list_mo()[0]["channel"] is None
+        deliver(handler, "cmcc", ucs2("hi", destination="90001"))
+        assert list_mo(store)[0].channel is None
 
     def test_app_without_uplink_url(self, test_config: BridgeConfig, store: Store, clock: Clock,
                                     pushes: PushCounter) -> None:
         """An application with no uplink URL still gets its MOs stored and its blacklist applied."""
         handler = MoHandler(test_config, store, now=clock.seconds, on_push=pushes)
-        handler.on_mo("cmcc", ucs2("T", destination="1069888"))
-        assert store.list_mo()[0]["app_id"] == "silent"
-        assert store.is_blacklisted("1069888", USER_E164)
+        deliver(handler, "cmcc", ucs2("T", destination="1069888"))
+        assert list_mo(store)[0].app_id == "silent"
+        assert blacklisted(store, "1069888", USER_E164)
         assert uplinks(store, clock) == [] and pushes.calls == 0
 
 
@@ -511,10 +581,10 @@ class TestUnknownDestination:
                                 pushes: PushCounter) -> None:
         """An MO to an unknown number is stored without channel or app, counted, and not pushed."""
         with capture_logs() as logs:
-            handler.on_mo("cmcc", ucs2("where am I", destination="95555123"))
-        (mo,) = store.list_mo()
-        assert (mo["channel"], mo["app_id"], mo["body"]) == (None, None, "where am I")
-        assert store.mo_counts()["unknown_channel"] == 1
+            deliver(handler, "cmcc", ucs2("where am I", destination="95555123"))
+        (mo,) = list_mo(store)
+        assert (mo.channel, mo.app_id, mo.body) == (None, None, "where am I")
+        assert result_of(store.mo.counts()).unknown_channel == 1
         assert handler.stats.unknown_destination == 1 and handler.stats.stored == 1
         assert uplinks(store, clock) == [] and pushes.calls == 0
         assert "mo.unknown_destination" in {e["event"] for e in logs}
@@ -523,37 +593,37 @@ class TestUnknownDestination:
 class TestDownlinkAssociation:
     def test_exactly_one(self, handler: MoHandler, store: Store) -> None:
         """One recent downlink from the channel to the sender is the one the reply answers."""
-        store.insert_messages([
+        insert(store, [
             downlink("dl-1", CHANNEL, USER_E164, START - 3600),
             downlink("dl-other-channel", OTHER_CHANNEL, USER_E164, START - 60),
             downlink("dl-other-user", CHANNEL, "+8613900139000", START - 60),
             downlink("dl-old", CHANNEL, USER_E164, START - DOWNLINK_WINDOW_S - 1),
         ])
-        handler.on_mo("cmcc", ucs2("ok"))
-        assert store.list_mo()[0]["downlink_id"] == "dl-1"
+        deliver(handler, "cmcc", ucs2("ok"))
+        assert list_mo(store)[0].downlink_id == "dl-1"
 
     def test_two_is_ambiguous(self, handler: MoHandler, store: Store) -> None:
         """With two recent downlinks from the channel to the sender, no association is stored."""
-        store.insert_messages([downlink("dl-1", CHANNEL, USER_E164, START - 3600),
+        insert(store, [downlink("dl-1", CHANNEL, USER_E164, START - 3600),
                                downlink("dl-2", CHANNEL, USER_E164, START - 60)])
-        handler.on_mo("cmcc", ucs2("ok"))
-        assert store.list_mo()[0]["downlink_id"] is None
+        deliver(handler, "cmcc", ucs2("ok"))
+        assert list_mo(store)[0].downlink_id is None
 
 
 class TestUnexpectedCarrier:
     def test_international_mo(self, handler: MoHandler, store: Store, clock: Clock) -> None:
         """An MO from a carrier whose profile has no MO is stored, flagged in stats and still forwarded."""
         with capture_logs() as logs:
-            handler.on_mo("intl", mo_pdu(encode_gsm7("hello"), data_coding=0, source="+447700900123"))
-        (mo,) = store.list_mo()
-        assert (mo["carrier"], mo["source"], mo["channel"]) == ("intl", "+447700900123", CHANNEL)
+            deliver(handler, "intl", mo_pdu(encode_gsm7("hello"), data_coding=0, source="+447700900123"))
+        (mo,) = list_mo(store)
+        assert (mo.carrier, mo.source, mo.channel) == ("intl", "+447700900123", CHANNEL)
         assert len(uplinks(store, clock)) == 1
         assert handler.stats.unexpected == 1
         assert any(e["event"] == "mo.unexpected" and e["log_level"] == "warning" for e in logs)
 
     def test_domestic_is_expected(self, handler: MoHandler) -> None:
         """Mainland carriers' MOs are not counted as unexpected."""
-        handler.on_mo("cmcc", ucs2("hi"))
+        deliver(handler, "cmcc", ucs2("hi"))
         assert handler.stats.unexpected == 0
 
     def test_config_channel_type(self, config: BridgeConfig) -> None:

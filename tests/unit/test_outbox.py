@@ -1,8 +1,10 @@
 """The push outbox: acknowledgement, retry with backoff, dead letters, bounds, restart.
 
-Deterministic: a real Store, a ``task.Clock`` and treq's ``StubTreq`` in front of a real
-twisted.web resource (or ``agent_spy`` for transport errors). One test runs the pusher
-on the real reactor against a real HTTP server, in a subprocess (see ``_live``).
+Deterministic: a real store (embedded SQLite and a real PostgreSQL, opened inline), a
+``task.Clock`` and treq's ``StubTreq`` in front of a real twisted.web resource (or
+``agent_spy`` for transport errors). What is about SQLite's group commit runs on SQLite
+only. One test runs the pusher on the real reactor against a real HTTP server, in a
+subprocess (see ``_live``).
 """
 
 from __future__ import annotations
@@ -29,9 +31,12 @@ from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from bridge.config import CallbackConfig
+from bridge.config import CallbackConfig, StoreConfig
 from bridge.outbox import Pusher, PushStats, backoff_delay
-from bridge.store import Store
+from bridge.store import Store, open_store, result_of
+from bridge.store.records import DeadPush
+from bridge.store.sqlite import open_sqlite
+from tests.conftest import Backend
 
 URL = "http://receiver.test/cb"
 HOLD = -1  # a scripted answer: keep the request open until the test answers it
@@ -103,11 +108,55 @@ def _clock() -> Clock:
     return Clock()
 
 
+class Opener:
+    """Opens the backend under test (again, for a restart) and closes what is left open.
+
+    SQLite commits at the next reactor turn (commit interval 0), PostgreSQL at once.
+    """
+
+    def __init__(self, backend: Backend, clock: Clock, path: Path) -> None:
+        self.backend = backend
+        self._clock = clock
+        self._path = path
+        self._open: list[Store] = []
+
+    def open(self, *, memory: bool = False) -> Store:
+        if self.backend.name == "sqlite":
+            store: Store = open_sqlite(":memory:" if memory else self._path, clock=self._clock,
+                                       commit_interval_s=0.0)[0]
+        else:
+            store = open_store(self.backend.config, inline=True)
+        self._open.append(store)
+        return store
+
+    def close(self, store: Store) -> None:
+        self._open.remove(store)
+        result_of(store.close())
+
+    def close_all(self) -> None:
+        for store in self._open:
+            result_of(store.close())
+        self._open.clear()
+
+
+@pytest.fixture(name="opener")
+def _opener(store_backend: Backend, clock: Clock, tmp_path: Path) -> Iterator[Opener]:
+    opener = Opener(store_backend, clock, tmp_path / "bridge.db")
+    yield opener
+    opener.close_all()
+
+
 @pytest.fixture(name="store")
-def _store(clock: Clock) -> Iterator[Store]:
-    store = Store(":memory:", clock=clock, commit_interval_s=0.0)
+def _store(opener: Opener) -> Store:
+    return opener.open(memory=True)
+
+
+@pytest.fixture(name="group_commit_store")
+def _group_commit_store(clock: Clock) -> Iterator[Store]:
+    """SQLite with its 5 ms group commit on the clock."""
+    store, _ = open_sqlite(":memory:", clock=clock, commit_interval_s=0.005)
     yield store
-    store.close()
+    result_of(store.close())
 
 
 def payload(ref: str) -> str:
@@ -118,7 +167,7 @@ def payload(ref: str) -> str:
 def queue(store: Store, clock: Clock, n: int, url: str = URL, prefix: str = "m") -> list[str]:
     refs = [f"{prefix}{i}" for i in range(n)]
     for ref in refs:
-        assert store.queue_push("report", ref, url, payload(ref), clock.seconds()) is not None
+        assert result_of(store.outbox.queue("report", ref, url, payload(ref), clock.seconds())) is not None
     return refs
 
 
@@ -140,11 +189,20 @@ def settle(clock: Clock, stub: StubTreq | None = None) -> None:
 def pending(store: Store) -> dict[str, tuple[int, float]]:
     """ref -> (attempts, next_attempt_at) of every pending row."""
     return {i.ref_id: (i.attempts, i.next_attempt_at)
-            for i in store.due_pushes(float("inf"), 10_000)}
+            for i in result_of(store.outbox.due(float("inf"), 10_000))}
 
 
 def counts(store: Store) -> dict[str, int]:
-    return store.outbox_counts()
+    """"kind:state" -> rows."""
+    return {f"{c.kind}:{c.state}": c.count for c in result_of(store.outbox.counts())}
+
+
+def dead_pushes(store: Store) -> list[DeadPush]:
+    return result_of(store.outbox.dead())
+
+
+def queue_one(store: Store, kind: str, ref: str, url: str, body: str, now: float) -> None:
+    assert result_of(store.outbox.queue(kind, ref, url, body, now)) is not None
 
 
 class TestAcknowledge:
@@ -164,7 +222,7 @@ class TestAcknowledge:
         """The payload is POSTed verbatim as UTF-8 JSON to the row's URL."""
         receiver = Receiver(clock)
         body = json.dumps({"smsMsgId": "m0", "body": "你好 ünïcode"}, ensure_ascii=False)
-        store.queue_push("uplink", "m0", "http://receiver.test/up?k=1", body, 0.0)
+        queue_one(store, "uplink", "m0", "http://receiver.test/up?k=1", body, 0.0)
         pusher, stub = make(store, clock, receiver)
         pusher.start()
         settle(clock, stub)
@@ -174,11 +232,11 @@ class TestAcknowledge:
         assert got.body == body.encode("utf-8")
         assert counts(store) == {"uplink:acked": 1}
 
-    def test_acks_share_one_commit(self, clock: Clock) -> None:
-        """Many acknowledgements are recorded in one group commit, not one each."""
-        store = Store(":memory:", clock=clock, commit_interval_s=0.005)
+    def test_acks_share_one_commit(self, clock: Clock, group_commit_store: Store) -> None:
+        """SQLite: many acknowledgements are recorded in one group commit, not one each."""
+        store = group_commit_store
         queue(store, clock, 10)
-        store.flush()
+        result_of(store.flush())
         pusher, stub = make(store, clock, Receiver(clock),
                             CallbackConfig(concurrency=10, backoff_initial_s=1.0))
         pusher.start()
@@ -188,7 +246,6 @@ class TestAcknowledge:
         settle(clock, stub)
         assert counts(store) == {"report:acked": 10}
         assert store.commits - before == 1
-        store.close()
 
 
 class TestRetry:
@@ -333,13 +390,13 @@ class TestDeadLetter:
         assert times[0] == 0.0 and times[-1] == 5.0        # a last try at the deadline
         assert all(b - a <= 2.0 for a, b in zip(times, times[1:], strict=False))
         assert counts(store) == {"report:dead": 1}
-        [dead] = store.dead_pushes()
-        assert dead["ref_id"] == "m0" and dead["last_error"] == "HTTP 500"
-        assert dead["attempts"] == len(times)
+        [dead] = dead_pushes(store)
+        assert dead.ref_id == "m0" and dead.last_error == "HTTP 500"
+        assert dead.attempts == len(times)
         assert pusher.stats.dead == 1 and pusher.stats.failed == len(times) - 1
         [event] = [e for e in logs if e["event"] == "push.dead"]
         assert event["log_level"] == "warning" and event["host"] == "receiver.test"
-        assert store.next_push_at() is None
+        assert result_of(store.outbox.next_due_at()) is None
         assert clock.getDelayedCalls() == []               # nothing left to wait for
 
     def test_url_refused_by_policy_is_dead_without_a_request(self, clock: Clock,
@@ -347,15 +404,15 @@ class TestDeadLetter:
         """A row whose host is not (or no longer) allowed is dead-lettered, never POSTed."""
         cfg = CallbackConfig(allowed_hosts=frozenset({"good.test"}))
         receiver = Receiver(clock)
-        store.queue_push("report", "bad", "http://bad.test/cb", payload("bad"), 0.0)
-        store.queue_push("report", "good", "http://good.test/cb", payload("good"), 0.0)
+        queue_one(store, "report", "bad", "http://bad.test/cb", payload("bad"), 0.0)
+        queue_one(store, "report", "good", "http://good.test/cb", payload("good"), 0.0)
         pusher, stub = make(store, clock, receiver, cfg)
         pusher.start()
         settle(clock, stub)
         assert [r.ref for r in receiver.received] == ["good"]
         assert counts(store) == {"report:acked": 1, "report:dead": 1}
-        [dead] = store.dead_pushes()
-        assert dead["ref_id"] == "bad" and "url policy" in dead["last_error"]
+        [dead] = dead_pushes(store)
+        assert dead.ref_id == "bad" and dead.last_error is not None and "url policy" in dead.last_error
 
 
 class TestBounds:
@@ -408,9 +465,9 @@ class TestBounds:
         settle(clock, stub)
         assert counts(store) == {"report:acked": 5}
 
-    def test_not_pushed_before_commit(self, clock: Clock) -> None:
-        """A row is pushed only once the transaction that queued it is committed."""
-        store = Store(":memory:", clock=clock, commit_interval_s=0.005)
+    def test_not_pushed_before_commit(self, clock: Clock, group_commit_store: Store) -> None:
+        """SQLite: a row is pushed only once the transaction that queued it is committed."""
+        store = group_commit_store
         receiver = Receiver(clock)
         pusher, stub = make(store, clock, receiver)
         pusher.start()
@@ -423,23 +480,21 @@ class TestBounds:
         clock.advance(0.005)
         settle(clock, stub)
         assert len(receiver.received) == 1
-        store.close()
 
 
 class TestLifecycle:
-    def test_restart_pushes_pending(self, clock: Clock, tmp_path: Path) -> None:
-        """A new Pusher on the same store file pushes what the old run left pending."""
-        path = tmp_path / "bridge.db"
-        store = Store(path, clock=clock, commit_interval_s=0.0)
+    def test_restart_pushes_pending(self, clock: Clock, opener: Opener) -> None:
+        """A new Pusher on the same store pushes what the old run left pending."""
+        store = opener.open()
         queue(store, clock, 2)                        # m0 fails, m1 is in flight at the crash
         first = Receiver(clock, 500, HOLD)
         pusher, stub = make(store, clock, first, CallbackConfig(concurrency=1))
         pusher.start()
         settle(clock, stub)
         assert [r.ref for r in first.received] == ["m0", "m1"]
-        store.close()                                 # the process dies here
+        opener.close(store)                           # the process dies here
 
-        store = Store(path, clock=clock, commit_interval_s=0.0)
+        store = opener.open()
         assert pending(store) == {"m0": (1, 1.0), "m1": (0, 0.0)}
         second = Receiver(clock)
         pusher, stub = make(store, clock, second)
@@ -450,7 +505,6 @@ class TestLifecycle:
         settle(clock, stub)
         assert [r.ref for r in second.received] == ["m1", "m0"]
         assert counts(store) == {"report:acked": 2}
-        store.close()
 
     def test_stop_waits_for_in_flight(self, clock: Clock, store: Store) -> None:
         """stop() takes no new work and fires once in-flight pushes are recorded."""
@@ -492,8 +546,8 @@ class TestLifecycle:
         """Push logs name the host, never the payload, the number or the URL's query."""
         cfg = CallbackConfig(max_age_s=2.0, backoff_initial_s=1.0, backoff_max_s=1.0)
         receiver = Receiver(clock, 500, 500, 500, 500, 500, 200)
-        store.queue_push("report", "m0", "http://receiver.test/cb?token=s3cret", payload("m0"), 0.0)
-        store.queue_push("report", "m1", "http://receiver.test/cb?token=s3cret", payload("m1"), 0.0)
+        queue_one(store, "report", "m0", "http://receiver.test/cb?token=s3cret", payload("m0"), 0.0)
+        queue_one(store, "report", "m1", "http://receiver.test/cb?token=s3cret", payload("m1"), 0.0)
         pusher, stub = make(store, clock, receiver, cfg)
         with capture_logs() as logs:
             pusher.start()
@@ -579,33 +633,33 @@ def _live(reactor: Any, db_path: str) -> Any:
         number = port.getHost().port
         await port.stopListening()                      # the receiver is down
 
-        store = Store(db_path, clock=reactor, commit_interval_s=0.005)
+        store = open_store(StoreConfig(path=Path(db_path), commit_interval_ms=5), reactor=reactor)
         cfg = CallbackConfig(timeout_s=5.0, max_age_s=120.0, backoff_initial_s=0.05,
                              backoff_max_s=0.2, concurrency=LIVE_CONCURRENCY)
         url = f"http://127.0.0.1:{number}/cb"
         for i in range(LIVE_PUSHES):
-            store.queue_push("report", f"m{i}", url, payload(f"m{i}"), reactor.seconds())
+            queue_one(store, "report", f"m{i}", url, payload(f"m{i}"), reactor.seconds())
         await store.durable()
         pusher = Pusher(store, cfg, reactor=reactor)
         pusher.start()
         pusher.wake()
 
         def all_refused_once() -> bool:
-            rows = store.due_pushes(float("inf"), 1000)
+            rows = result_of(store.outbox.due(float("inf"), 1000))
             return len(rows) == LIVE_PUSHES and all(r.attempts >= 1 for r in rows)
 
         await wait_for(all_refused_once, 30.0, "every push to fail once")
-        refused_first = sum(1 for r in store.due_pushes(float("inf"), 1000) if r.attempts >= 1)
+        refused_first = sum(1 for r in await store.outbox.due(float("inf"), 1000) if r.attempts >= 1)
         port = reactor.listenTCP(number, site, interface="127.0.0.1")   # the receiver is up
         await wait_for(lambda: pusher.stats.pushed >= LIVE_PUSHES, 30.0, "every push acked")
         await pusher.stop()
         await store.durable()
-        store.close()
+        await store.close()
         await port.stopListening()
 
-        reopened = Store(db_path, clock=reactor)
-        outbox = reopened.outbox_counts()
-        reopened.close()
+        reopened = open_store(StoreConfig(path=Path(db_path)), inline=True)
+        outbox = counts(reopened)
+        await reopened.close()
         print(json.dumps({
             "refused_first": refused_first,
             "received": dict(receiver.refs),
