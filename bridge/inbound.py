@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred
 
 from bridge.dispatcher import Dispatcher
 from bridge.finaliser import Finaliser
+from bridge.latency import LATENCY
 from bridge.receipts import (
     Receipt,
     ReceiptParseError,
@@ -107,6 +108,7 @@ class InboundHandler:
             outcome = ReceiptOutcome.DUPLICATE
         else:
             self._finaliser.segment_final(match.segment_id, mapped.status, mapped.org_code, total=match.total)
+            LATENCY.receipt(match.segment_id, now)
             outcome = ReceiptOutcome.APPLIED
         if raw_id is None:
             self._store.insert_raw_receipt(carrier, cid, receipt_to_json(receipt), now, segment_id, outcome)
