@@ -335,6 +335,8 @@ def build_site(config: BridgeConfig, store: Store, intake: IntakeService, finali
     root.putChild(b"healthz", HealthResource(ctx))
     root.putChild(b"metrics", MetricsResource(ctx))
     root.putChild(b"openapi.json", OpenApiResource(ctx))
+    from bridge.console import install_console  # the console's resources build on this module
+    install_console(root, v1, ctx)
     site = server.Site(root)
     bounded = type("Request", (BoundedRequest,), {"max_body_bytes": config.api.max_body_bytes})
     site.requestFactory = bounded

@@ -16,11 +16,12 @@ Global state, like prometheus_client's own default registry: one set per process
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram
 
-__all__ = ["LATENCY", "Latencies", "accepted_at"]
+__all__ = ["LATENCY", "HistogramSnapshot", "Latencies", "accepted_at", "snapshot"]
 
 INTAKE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 43200)
 RESPONSE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -85,3 +86,32 @@ class Latencies:
 
 
 LATENCY = Latencies()
+
+
+@dataclass(frozen=True, slots=True)
+class HistogramSnapshot:
+    """One histogram summed over its labels: cumulative counts per upper bound ``le``."""
+
+    le: tuple[float, ...]
+    cumulative: tuple[float, ...]
+    total_s: float
+    count: float
+
+
+def snapshot(latencies: Latencies = LATENCY) -> dict[str, HistogramSnapshot]:
+    """Every histogram of ``latencies`` by name, labels summed (for the console's charts)."""
+    out: dict[str, HistogramSnapshot] = {}
+    for family in latencies.registry.collect():
+        buckets: dict[float, float] = {}
+        total = count = 0.0
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                le = float(sample.labels["le"])
+                buckets[le] = buckets.get(le, 0.0) + sample.value
+            elif sample.name.endswith("_sum"):
+                total += sample.value
+            elif sample.name.endswith("_count"):
+                count += sample.value
+        bounds = tuple(sorted(b for b in buckets if b != float("inf")))
+        out[family.name] = HistogramSnapshot(bounds, tuple(buckets[b] for b in bounds), total, count)
+    return out

@@ -605,3 +605,32 @@ class Store:
     def report_payload(self, message_id: str) -> tuple[str, str] | None:
         rows = self._r("SELECT url, payload FROM outbox WHERE kind = 'report' AND ref_id = ?", (message_id,))
         return rows[0] if rows else None
+
+    # -- console queries ------------------------------------------------------------
+    # Reads (and one operator write) for the operator console (bridge/console/). Kept
+    # small and together so they can be ported to the store interface in one go.
+
+    def console_messages_for(self, channels: Sequence[str], number: str, limit: int = 20) -> list[MessageRecord]:
+        """Newest messages to ``number`` on these channels (uses the channel+recipient index)."""
+        if not channels:
+            return []
+        rows = self._r(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE channel IN"
+                       f" ({','.join('?' * len(channels))}) AND recipient = ? ORDER BY created_at DESC LIMIT ?",
+                       (*channels, number, limit))
+        return [MessageRecord(*r[:14], bool(r[14])) for r in rows]
+
+    def console_receipts_of(self, message_id: str, since: float) -> list[tuple[int, float, str, str]]:
+        """(segment seq, received_at, outcome, receipt JSON) of receipts matched to the message."""
+        return self._r("SELECT s.seq, r.received_at, r.outcome, r.receipt FROM receipts_raw r"
+                       " JOIN segments s ON s.id = r.segment_id WHERE r.received_at >= ? AND s.message_id = ?"
+                       " ORDER BY r.received_at LIMIT 100", (since, message_id))
+
+    def console_pushes_of(self, message_id: str) -> list[tuple[int, str, str, int, float, float | None, str | None]]:
+        """(id, kind, state, attempts, created_at, acked_at, last_error) of the message's report."""
+        return self._r("SELECT id, kind, state, attempts, created_at, acked_at, last_error FROM outbox"
+                       " WHERE kind IN ('report', 'uplink') AND ref_id = ?", (message_id,))
+
+    def console_revive_push(self, outbox_id: int, now: float) -> bool:
+        """A dead-lettered push back to pending, with a fresh max-age window; False if not dead."""
+        return self._w("UPDATE outbox SET state = 'pending', next_attempt_at = ?, created_at = ?, last_error = NULL"
+                       " WHERE id = ? AND state = 'dead'", (now, now, outbox_id)).rowcount > 0
