@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bridge.logs import configure_logging
     from bridge.tools_cli import run_tool
 
-    configure_logging("warning", None, config.logging.redact)
+    configure_logging("warning", None, config.logging.redact, channels=config.channels)
     return run_tool(args.handler, config, args)
 
 

@@ -208,7 +208,7 @@ class Daemon:
 
 
 def run_daemon(config: BridgeConfig) -> int:
-    configure_logging(config.logging.level, config.logging.format, config.logging.redact)
+    configure_logging(config.logging.level, config.logging.format, config.logging.redact, channels=config.channels)
     from twisted.internet import reactor
 
     daemon = Daemon(config, reactor)
