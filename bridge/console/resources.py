@@ -24,6 +24,7 @@ from bridge.api import DeadPushesResource, _Base, _Dir, _error, _json, _NotFound
 from bridge.finaliser import iso_time
 from bridge.latency import snapshot
 from bridge.numbers import InvalidNumberError, normalise_number
+from bridge.openapi import MAX_OUTBOX_ID
 
 if TYPE_CHECKING:
     from bridge.api import _Context
@@ -111,7 +112,7 @@ class _MessagesByNumber(_Base):
         try:
             number = normalise_number(raw)
         except InvalidNumberError as exc:
-            return _error(request, 400, "E200042", f"number: {exc}")
+            return _error(request, 400, "E200016", f"number: {exc}")
         rows = ctx.store.console_messages_for(sorted(ctx.config.channels), number)
         return _json(request, 200, {"number": number, "messages": [{
             "smsMsgId": m.id, "from": m.channel, "to": m.recipient, "carrier": m.carrier, "state": m.state,
@@ -142,7 +143,7 @@ class ReplayPushResource(_Base):
         if not self.ctx.auth.operator(request):
             return self.unauthorised(request)
         parts = [p for p in request.postpath if p]
-        if len(parts) != 2 or not parts[0].isdigit() or parts[1] != b"replay":
+        if len(parts) != 2 or not parts[0].isdigit() or parts[1] != b"replay" or int(parts[0]) > MAX_OUTBOX_ID:
             return _error(request, 404, "E200404", "expected POST /v1/outbox/{id}/replay")
         outbox_id = int(parts[0])
         if not self.ctx.store.console_revive_push(outbox_id, time.time()):
