@@ -48,6 +48,9 @@ def _page(browser: Browser) -> Iterator[Page]:
     page.set_default_timeout(20_000)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # Console errors include CSP violations and failed loads; a refused token (401) is expected.
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" and "status of 401" not in m.text
+            else None)
     yield page
     context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
+    assert not errors, f"JavaScript or console errors on the page: {errors}"
