@@ -1,7 +1,8 @@
 """twisted.web resources of the operator console: the static files and ``/v1/console/*``.
 
 - ``GET /v1/console/stats``: counters, backlog and latency histograms (labels summed);
-  the page turns successive snapshots into rates and percentiles itself.
+  the page turns successive snapshots into rates and percentiles itself. The backlog
+  counts scan the store, so they are refreshed at most every ``BACKLOG_TTL_S``.
 - ``GET /v1/console/messages?number=``: newest messages to one number.
 - ``GET /v1/console/message/{smsMsgId}``: the receipts and report pushes of one message
   (its segments come from ``GET /v1/sms/{smsMsgId}``).
@@ -75,14 +76,34 @@ class _ConsolePage(Resource):
         return self._files.get(path) or _NotFound()
 
 
+BACKLOG_TTL_S = 5.0   # the backlog counts scan the store: at most once per this, whoever polls
+
+
 class _Stats(_Base):
+    def __init__(self, ctx: _Context) -> None:
+        super().__init__(ctx)
+        self._backlog: tuple[float, dict[str, int]] = (-BACKLOG_TTL_S, {})
+
+    def backlog(self) -> dict[str, int]:
+        at, counts = self._backlog
+        if time.monotonic() - at < BACKLOG_TTL_S:
+            return counts
+        store = self.ctx.store
+        segments, outbox = store.segment_counts(), store.outbox_counts()
+        counts = {
+            "queued": segments.get("queued", 0), "inFlight": segments.get("dispatched", 0),
+            "awaitingReceipt": segments.get("submitted", 0), "held": store.message_counts().get("held", 0),
+            "outboxPending": sum(n for k, n in outbox.items() if k.endswith(":pending")),
+            "outboxDead": sum(n for k, n in outbox.items() if k.endswith(":dead")),
+        }
+        self._backlog = (time.monotonic(), counts)
+        return counts
+
     def render_GET(self, request: server.Request) -> bytes:  # noqa: N802 (Twisted API)
         ctx = self.ctx
         if not ctx.auth.operator(request):
             return self.unauthorised(request)
         binds = ctx.state.binds()
-        segments = ctx.store.segment_counts()
-        outbox = ctx.store.outbox_counts()
         return _json(request, 200, {
             "counters": {
                 "accepted": ctx.intake.accepted,
@@ -91,13 +112,7 @@ class _Stats(_Base):
                 "errors": sum(b.errors for b in binds),
                 "finalised": sum(ctx.finaliser.finalised.values()),
             },
-            "backlog": {
-                "queued": segments.get("queued", 0), "inFlight": segments.get("dispatched", 0),
-                "awaitingReceipt": segments.get("submitted", 0),
-                "held": ctx.store.message_counts().get("held", 0),
-                "outboxPending": sum(n for k, n in outbox.items() if k.endswith(":pending")),
-                "outboxDead": sum(n for k, n in outbox.items() if k.endswith(":dead")),
-            },
+            "backlog": self.backlog(),
             "latency": {name.removeprefix("smpp_bridge_").removesuffix("_seconds"): dataclasses.asdict(h)
                         for name, h in snapshot().items()},
         })
