@@ -42,6 +42,8 @@ class ApiState:
     after_accept: Callable[[], None] = lambda: None
     after_blacklist_change: Callable[[], None] = lambda: None
     openapi: Callable[[], dict[str, Any]] = dict
+    finalised: Callable[[], dict[str, int]] = dict
+    gauges: Callable[[], Any] = lambda: None
 
 
 class BoundedRequest(server.Request):
@@ -356,6 +358,8 @@ def build_site(config: BridgeConfig, store: Store, intake: IntakeService, state:
     root.putChild(b"healthz", HealthResource(ctx))
     root.putChild(b"metrics", MetricsResource(ctx))
     root.putChild(b"openapi.json", OpenApiResource(ctx))
+    from bridge.console import install_console  # the console's resources build on this module
+    install_console(root, v1, ctx)
     site = server.Site(root)
     bounded = type("Request", (BoundedRequest,), {"max_body_bytes": config.api.max_body_bytes})
     site.requestFactory = bounded

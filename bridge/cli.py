@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,21 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         print(f"{self.prog}: {message}", file=sys.stderr)
         sys.exit(2)
+
+
+_RELATIVE_TIME = re.compile(r"-\d+(\.\d+)?[smhd]")
+_TIME_OPTIONS = ("--since", "--until")
+
+
+def _attach_relative_times(argv: Sequence[str]) -> list[str]:
+    """``--since -2h`` as ``--since=-2h``: argparse would take ``-2h`` for an option."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] in _TIME_OPTIONS and _RELATIVE_TIME.fullmatch(arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_attach_relative_times(sys.argv[1:] if argv is None else argv))
     if args.command is None:
         parser.print_help()
         return 2
@@ -68,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bridge.logs import configure_logging
     from bridge.tools_cli import run_tool
 
-    configure_logging("warning", None, config.logging.redact)
+    configure_logging("warning", None, config.logging.redact, channels=config.channels)
     return run_tool(args.handler, config, args)
 
 

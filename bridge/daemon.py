@@ -117,6 +117,7 @@ class Daemon:
             binds=self.dispatcher.bind_status, health=self._health, after_accept=self._after_accept,
             metrics=render_metrics(self._metric_sources()),
             openapi=lambda: openapi_document(cfg),
+            finalised=lambda: dict(self.finaliser.finalised), gauges=lambda: self.gauges,
         )
         # Resume: held messages wait for the quiet hours in force now; parts are counted.
         window = SendingWindow(cfg.rules.quiet_start_min, cfg.rules.quiet_end_min, cfg.rules.utc_offset_hours)
@@ -232,7 +233,7 @@ class Daemon:
 
 
 def run_daemon(config: BridgeConfig) -> int:
-    configure_logging(config.logging.level, config.logging.format, config.logging.redact)
+    configure_logging(config.logging.level, config.logging.format, config.logging.redact, channels=config.channels)
     from twisted.internet import reactor
 
     daemon = Daemon(config, reactor)

@@ -15,6 +15,7 @@ import structlog
 from twisted.internet.defer import Deferred
 
 from bridge.finaliser import Finaliser
+from bridge.latency import LATENCY, accepted_at
 from bridge.matching import ReceiptMatcher
 from bridge.models import SegmentRecord
 from bridge.smpp.types import BindStatus, OutboundSegment, StopReport, SubmitOutcome
@@ -169,6 +170,7 @@ class Dispatcher:
                 cid = canonical_message_id(profile.message_id_dialect, o.message_id)
                 accepted.append(SubmitAccepted(seg.segment_id, seg.carrier, cid, o.message_id, now,
                                                seg.possible_duplicate))
+                LATENCY.submitted(seg.carrier, seg.segment_id, now)
             else:
                 status, org = smpp_failure_status(o.command_status)
                 self._finaliser.segment_final(seg.segment_id, status, org, o.command_status,
@@ -202,5 +204,5 @@ def _outbound(r: SegmentRecord) -> OutboundSegment:
         destination_addr=r.destination_addr,
         short_message=r.short_message, data_coding=r.data_coding, esm_class=r.esm_class,
         registered_delivery=1, sar=(r.ref or 0, r.total, r.seq) if r.sar else None,
-        possible_duplicate=r.possible_duplicate,
+        possible_duplicate=r.possible_duplicate, accepted_at=accepted_at(r.message_id),
     )

@@ -24,6 +24,7 @@ class StoreGauges:
     store: Store
     segments: dict[str, int] = field(default_factory=dict)
     pushes: dict[str, int] = field(default_factory=dict)
+    messages: dict[str, int] = field(default_factory=dict)
     _loop: LoopingCall | None = None
     _busy: bool = False
 
@@ -46,6 +47,7 @@ class StoreGauges:
         try:
             self.segments = {c.state: c.count for c in await self.store.messages.segment_state_counts()}
             self.pushes = {f"{c.kind}:{c.state}": c.count for c in await self.store.outbox.counts()}
+            self.messages = {c.state: c.count for c in await self.store.messages.state_counts()}
         except Exception as exc:  # a failed read leaves the last figures; the next tick retries
             log.warning("gauges.refresh_failed", error=str(exc))
         finally:

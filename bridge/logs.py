@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 import structlog
@@ -25,11 +25,34 @@ SECRET_KEYS = frozenset({"password", "token", "authorization", "operator_token"}
 _NUMBER_RE = re.compile(r"(?<![\w:])(\+?)(\d{7,21})(?!\w)")
 
 
-def mask_number(number: str) -> str:
-    """Keep the country code and the last 4 digits: ``+8613812345678`` -> ``+86*******5678``."""
+_CHANNEL_EXTEND_MAX = 6   # digits an application may append to its channel number (extend)
+
+
+def mask_number(number: str, channels: frozenset[str] = frozenset()) -> str:
+    """Keep the country code and the last 4 digits: ``+8613812345678`` -> ``+86*******5678``.
+
+    Digit runs that are one of ``channels`` (the config's channel numbers, not personal
+    data) stay as they are, and so does a ``10...`` channel followed by an extend of up to
+    6 digits.
+    """
     if not isinstance(number, str):
         return number
-    return _NUMBER_RE.sub(_mask_match, number)
+    if not channels:
+        return _NUMBER_RE.sub(_mask_match, number)
+    return _NUMBER_RE.sub(lambda m: m.group(0) if _is_channel(m, channels) else _mask_match(m), number)
+
+
+def _is_channel(m: re.Match[str], channels: frozenset[str]) -> bool:
+    """A channel number, or a ``10...`` service code channel plus its extend (MO destinations).
+
+    No mobile number starts with ``10``, so the extend rule cannot unmask a phone number.
+    """
+    digits = m.group(2)
+    if m.group(1):
+        return False
+    return digits in channels or (digits.startswith("10") and any(
+        c.startswith("10") and digits.startswith(c) and len(digits) - len(c) <= _CHANNEL_EXTEND_MAX
+        for c in channels))
 
 
 def _mask_match(m: re.Match[str]) -> str:
@@ -50,8 +73,9 @@ def _mask_match(m: re.Match[str]) -> str:
 class Redactor:
     """structlog processor masking numbers, bodies and secrets in every event."""
 
-    def __init__(self, enabled: bool = True) -> None:
+    def __init__(self, enabled: bool = True, channels: frozenset[str] = frozenset()) -> None:
         self.enabled = enabled
+        self.channels = frozenset(channels)
 
     def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         for key, value in event.items():
@@ -62,15 +86,18 @@ class Redactor:
             elif key in BODY_KEYS:
                 event[key] = f"<redacted {len(value) if hasattr(value, '__len__') else '?'}>"
             elif isinstance(value, str):
-                event[key] = mask_number(value)
+                event[key] = mask_number(value, self.channels)
             elif key in NUMBER_KEYS and isinstance(value, list | tuple):
-                event[key] = [mask_number(str(v)) for v in value]
+                event[key] = [mask_number(str(v), self.channels) for v in value]
         return event
 
 
 def configure_logging(level: str = "info", fmt: str | None = None, redact: bool = True,
-                      stream: Any = None) -> None:
-    """Configure structlog once, in the entry point. ``fmt`` None: console on a TTY, else JSON."""
+                      stream: Any = None, channels: Iterable[str] = ()) -> None:
+    """Configure structlog once, in the entry point. ``fmt`` None: console on a TTY, else JSON.
+
+    ``channels``: the config's channel numbers, shown in logs while phone numbers are masked.
+    """
     stream = stream or sys.stderr
     if fmt is None:
         fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
@@ -81,7 +108,7 @@ def configure_logging(level: str = "info", fmt: str | None = None, redact: bool 
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            Redactor(redact),
+            Redactor(redact, frozenset(channels)),
             structlog.processors.format_exc_info,
             renderer,
         ],

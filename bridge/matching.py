@@ -17,6 +17,7 @@ import structlog
 from twisted.internet.defer import Deferred
 
 from bridge.finaliser import Finaliser
+from bridge.latency import LATENCY
 from bridge.models import InboundMessage
 from bridge.receipts import (
     Receipt,
@@ -92,6 +93,7 @@ class ReceiptMatcher:
         else:
             await self._finaliser.segment_final(match.segment_id, mapped.status, mapped.org_code,
                                                 total=match.total)
+            LATENCY.receipt(match.segment_id, now)
             outcome = ReceiptOutcome.APPLIED
         # The raw row goes last: the deliver_sm is acknowledged only once it is durable,
         # so a crash before it means the SMSC redelivers and nothing is half-applied.

@@ -1,7 +1,8 @@
 """Prometheus metrics, read from the components at scrape time.
 
-Nothing on the hot path touches prometheus objects: the components keep plain integer
-counters and this collector turns them into metric families when ``/metrics`` is read.
+The components keep plain integer counters and this collector turns them into metric
+families when ``/metrics`` is read; the latency histograms (:mod:`bridge.latency`) are
+the only prometheus objects observed on the hot path.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from bridge.latency import LATENCY, Latencies
 
 __all__ = ["MetricsSources", "render_metrics"]
 
@@ -76,9 +79,26 @@ class _Collector:
             err.add_metric(key, b.errors)
             rec.add_metric(key, b.reconnects)
         yield from (up, inflight, sub, thr, err, rec)
+        yield from _per_carrier(s.binds())
 
 
-def render_metrics(src: MetricsSources) -> Callable[[], bytes]:
+def _per_carrier(binds: list[Any]) -> Iterator[Any]:
+    """Throttling answers and errors summed over each carrier's binds."""
+    throttled: dict[str, int] = {}
+    errors: dict[str, int] = {}
+    for b in binds:
+        throttled[b.carrier] = throttled.get(b.carrier, 0) + b.throttled
+        errors[b.carrier] = errors.get(b.carrier, 0) + b.errors
+    thr = CounterMetricFamily("smpp_bridge_carrier_throttled", "Throttling answers per carrier", labels=["carrier"])
+    err = CounterMetricFamily("smpp_bridge_carrier_errors", "Bind errors per carrier", labels=["carrier"])
+    for carrier in sorted(throttled):
+        thr.add_metric([carrier], throttled[carrier])
+        err.add_metric([carrier], errors[carrier])
+    yield from (thr, err)
+
+
+def render_metrics(src: MetricsSources, latencies: Latencies = LATENCY) -> Callable[[], bytes]:
+    """The scrape-time counters followed by the latency histograms."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(src))
-    return lambda: generate_latest(registry)
+    return lambda: generate_latest(registry) + generate_latest(latencies.registry)

@@ -20,6 +20,7 @@ from bridge.urlpolicy import MAX_URL_LENGTH
 __all__ = ["OPENAPI_VERSION", "openapi_document"]
 
 OPENAPI_VERSION = "3.0.3"
+MAX_OUTBOX_ID = 2**63 - 1   # SQLite INTEGER
 
 _ISO_TIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$"
 _APP = [{"appToken": []}]
@@ -288,6 +289,7 @@ def _paths(config: BridgeConfig) -> dict[str, Any]:
                 },
             },
         },
+        **_console_paths(),
         "/healthz": {"get": {
             "operationId": "health",
             "summary": "Liveness and bind counts; 503 while shutting down",
@@ -309,6 +311,79 @@ def _paths(config: BridgeConfig) -> dict[str, Any]:
             "summary": "This document",
             "security": _NONE,
             "responses": {"200": _json({"type": "object"}, "the OpenAPI document")},
+        }},
+    }
+
+
+def _console_paths() -> dict[str, Any]:
+    """The operator console's reads and the dead-letter replay (bridge/console/)."""
+    histogram = _obj({"le": {"type": "array", "items": {"type": "number"}},
+                      "cumulative": {"type": "array", "items": {"type": "number"}},
+                      "total_s": {"type": "number"}, "count": {"type": "number"}})
+    count = {"type": "integer", "minimum": 0}
+    no_message = _error("no such message (code E200404)")
+    return {
+        "/v1/console/stats": {"get": {
+            "operationId": "consoleStats",
+            "summary": "Counters, backlog and latency histograms (labels summed) for the console's charts",
+            "security": _OPERATOR,
+            "responses": {
+                "200": _json(_obj({
+                    "counters": _obj({k: count for k in ("accepted", "submitted", "throttled", "errors",
+                                                         "finalised")}),
+                    "backlog": _obj({k: count for k in ("queued", "inFlight", "awaitingReceipt", "held",
+                                                        "outboxPending", "outboxDead")}),
+                    "latency": {"type": "object", "additionalProperties": histogram},
+                }), "the snapshot"),
+                "401": _unauthorised(),
+            },
+        }},
+        "/v1/console/messages": {"get": {
+            "operationId": "consoleMessagesByNumber",
+            "summary": "The newest messages (at most 20) to one number",
+            "security": _OPERATOR,
+            "parameters": [{"name": "number", "in": "query", "required": True, "schema": _str()}],
+            "responses": {
+                "200": _json(_obj({"number": _str(), "messages": {"type": "array", "items": _obj({
+                    "smsMsgId": _str(), "from": _str(), "to": _str(), "carrier": _nullable(_str()),
+                    "state": _str(), "status": _nullable(_str()), "total": {"type": "integer"},
+                    "createTime": _str(pattern=_ISO_TIME)})}}), "the messages, newest first"),
+                "400": _error("not a phone number (code E200016)"),
+                "401": _unauthorised(),
+            },
+        }},
+        "/v1/console/message/{smsMsgId}": {"get": {
+            "operationId": "consoleMessageTrail",
+            "summary": "The receipts matched to a message's segments and its report pushes",
+            "security": _OPERATOR,
+            "parameters": [{"name": "smsMsgId", "in": "path", "required": True, "schema": _str()}],
+            "responses": {
+                "200": _json(_obj({
+                    "smsMsgId": _str(),
+                    "receipts": {"type": "array", "items": _obj({
+                        "sequence": {"type": "integer"}, "receiveTime": _str(pattern=_ISO_TIME),
+                        "outcome": _str(), "receipt": {"type": "object"}})},
+                    "pushes": {"type": "array", "items": _obj({
+                        "id": {"type": "integer"}, "kind": _str(), "state": _str(),
+                        "attempts": {"type": "integer"}, "createTime": _str(pattern=_ISO_TIME),
+                        "ackTime": _nullable(_str(pattern=_ISO_TIME)), "lastError": _nullable(_str())})},
+                }), "receipts and pushes"),
+                "401": _unauthorised(),
+                "404": no_message,
+            },
+        }},
+        "/v1/outbox/{id}/replay": {"post": {
+            "operationId": "replayDeadPush",
+            "summary": "Put a dead-lettered push back in the queue, with a fresh callbacks.max_age_s",
+            "security": _OPERATOR,
+            "parameters": [{"name": "id", "in": "path", "required": True,
+                            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OUTBOX_ID}}],
+            "responses": {
+                "200": _json(_obj({"code": _str(enum=["000000"]), "description": _str(),
+                                   "id": {"type": "integer"}}), "queued"),
+                "401": _unauthorised(),
+                "404": _error("no dead-lettered push with this id (code E200404)"),
+            },
         }},
     }
 

@@ -35,6 +35,7 @@ from twisted.web.iweb import IBodyProducer, IResponse
 from zope.interface import implementer
 
 from bridge.config import CallbackConfig
+from bridge.latency import LATENCY
 from bridge.models import OutboxItem
 from bridge.store import Store
 from bridge.urlpolicy import check_push_url
@@ -426,6 +427,7 @@ class Pusher:
             attempt = item.attempts + 1
             if out.error is None:
                 self._store.outbox.mark_pushed(item, now)
+                LATENCY.push_acked(item.kind, item.created_at, now)
                 self._pushed += 1
                 log.debug("push.acked", outbox_id=item.id, kind=item.kind, ref_id=item.ref_id,
                           host=out.push.host, status=out.code, attempt=attempt,

@@ -45,6 +45,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tools.benchplot import latency_fields, parse_histograms, write_plot  # noqa: E402
 from tools.lab import Child, LabError, die_with_parent  # noqa: E402 (path set up above for scripts)
 from tools.lab import wait_until as lab_wait_until  # noqa: E402
 
@@ -646,6 +647,9 @@ class System:
         assert self.receiver is not None
         return set(http_json("GET", f"http://{HOST}:{self.receiver.ready['port']}/ids", timeout=120))
 
+    def metrics_text(self) -> str:
+        return str(http_json("GET", f"{self.api}/metrics"))
+
     def metrics(self) -> dict[str, float]:
         """The bridge's Prometheus samples, as name{labels} -> value."""
         text = http_json("GET", f"{self.api}/metrics")
@@ -729,6 +733,8 @@ class _Timeline:
     reports0: int
     cpu0: float
     rows: list[dict[str, float]] = field(default_factory=list)
+    latency: bool = False            # --plot: also the bridge's latency histograms per sample
+    histograms: dict[str, Any] = field(default_factory=dict)
 
     def add(self, system: System, offer: Offerer, summary: dict[str, Any]) -> None:
         assert system.bridge is not None
@@ -738,6 +744,10 @@ class _Timeline:
                           "reports": summary["distinct"] - self.reports0,
                           "bridge_cpu_s": round(usage.cpu_s - self.cpu0, 2),
                           "bridge_rss_mb": round(usage.rss_mb, 1)})
+        if self.latency:
+            current = parse_histograms(system.metrics_text())
+            self.rows[-1].update(latency_fields(self.histograms, current))
+            self.histograms = current
 
 
 def start_py_spy(out: Path | None, pid: int, workdir: Path) -> subprocess.Popen[bytes] | None:
@@ -780,7 +790,9 @@ def run_throughput(system: System, args: argparse.Namespace, pool: NumberPool, r
     procs = (system.bridge, system.sim, system.receiver)
     cpu0 = [proc_usage(p.pid).cpu_s for p in procs] + [self_cpu()]
     t0 = time.time()
-    timeline = _Timeline(t0, sub0, base["distinct"], cpu0[0])
+    timeline = _Timeline(t0, sub0, base["distinct"], cpu0[0], latency=args.plot is not None)
+    if timeline.latency:
+        timeline.histograms = parse_histograms(system.metrics_text())
     spy = start_py_spy(args.py_spy, system.bridge.pid, system.workdir)
     offer = Offerer(system.api_port, args.concurrency, args.timeout)
     offer.start(requests)
@@ -1023,6 +1035,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--py-spy", type=Path, default=None, metavar="PATH",
                    help="profile the bridge during the throughput phase with py-spy (diagnosis; "
                         ".svg flamegraph, .json speedscope, .txt collapsed stacks)")
+    p.add_argument("--plot", type=Path, default=None, metavar="PNG",
+                   help="write throughput and latency over the throughput phase as a PNG (matplotlib; "
+                        "adds one /metrics scrape per sample)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (store, logs)")
     p.add_argument("--serve-receiver", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -1034,6 +1049,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                  "concurrency", "latency_concurrency", "window"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')}: expected a positive integer")
+    if args.plot is not None and args.mode != "throughput":
+        p.error("--plot: only the throughput mode has a timeline to plot")
     if args.rate <= 0 or not 0 <= args.long_share <= 1:
         p.error("--rate must be > 0 and --long-share within 0..1")
     if args.timeout is None:
@@ -1102,6 +1119,12 @@ def run(args: argparse.Namespace) -> int:
     args.json_out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     (print_throughput if args.mode == "throughput" else print_memory)(results)
     _log(f"wrote {args.json_out}")
+    if args.plot is not None:
+        tp = results["throughput"]
+        write_plot(results["timeline"], args.plot,
+                   f"smpp-bridge: {tp['messages']:,} messages, {tp['end_to_end_rate']:,.0f} msg/s end to end "
+                   f"({os.cpu_count()} CPUs)")
+        _log(f"wrote {args.plot}")
     return 0 if results["complete"] else 1
 
 

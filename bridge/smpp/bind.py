@@ -18,6 +18,7 @@ from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
+from bridge.latency import LATENCY
 from bridge.smpp.backoff import ReconnectBackoff, ThrottleBackoff
 from bridge.smpp.ratelimit import TokenBucket
 from bridge.smpp.session import EsmeSession, SubmitAnswer
@@ -330,6 +331,7 @@ class Bind:
             else:
                 self._note_error(f"submit answered {status_name(answer.status)}")
                 outcomes.append(self._final(entry, answer.status, status_name(answer.status)))
+        LATENCY.submit_answers(self.config.carrier, bind_id, answers, self.clock.seconds())
         self.submitted += accepted
         if throttled:
             self.throttled += throttled

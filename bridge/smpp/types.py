@@ -31,6 +31,7 @@ class OutboundSegment:
     registered_delivery: int = 1
     sar: tuple[int, int, int] | None = None
     possible_duplicate: bool = False
+    accepted_at: float = 0.0   # when the API accepted the message (latency metrics)
 
 
 @dataclass(frozen=True, slots=True)

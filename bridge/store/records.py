@@ -10,11 +10,13 @@ __all__ = [
     "DeadPush",
     "EarlyReceipt",
     "ExportRow",
+    "MessageReceipt",
     "MoCounts",
     "MoPart",
     "MoRecord",
     "PruneCounts",
     "PushKind",
+    "PushRecord",
     "PushState",
     "RawReceipt",
     "RecentSend",
@@ -187,6 +189,29 @@ class DeadPush:
     url: str
     attempts: int
     created_at: float
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceipt:
+    """A receipt matched to one of a message's segments (operator console)."""
+
+    seq: int
+    received_at: float
+    outcome: str
+    receipt_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class PushRecord:
+    """One push row of a message or reply, for the operator console."""
+
+    id: int
+    kind: str
+    state: str
+    attempts: int
+    created_at: float
+    acked_at: float | None
     last_error: str | None
 
 

@@ -76,6 +76,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("m001_initial", _INITIAL),
     # Retention deletes acknowledged pushes by age.
     Migration("m002_outbox_created", ("CREATE INDEX outbox_created ON outbox(created_at)",)),
+    # The backlog gauge counts held segments without a scan.
+    Migration("m003_segments_held", ("CREATE INDEX segments_held ON segments(id) WHERE state = 'held'",)),
 )
 
 _PG_TYPES = (

@@ -20,11 +20,13 @@ from bridge.store.records import (
     DeadPush,
     EarlyReceipt,
     ExportRow,
+    MessageReceipt,
     MoCounts,
     MoPart,
     MoRecord,
     PruneCounts,
     PushKind,
+    PushRecord,
     PushState,
     RawReceipt,
     RecentSend,
@@ -267,10 +269,17 @@ class SqlMessages:
             return _message(rows[0]) if rows else None
         return self._ex.read(op)
 
-    def by_recipient(self, recipient: str, limit: int = 50) -> Deferred[list[MessageRecord]]:
-        return self._ex.read(lambda tx: [_message(r) for r in tx.rows(
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE recipient = ? ORDER BY created_at DESC LIMIT ?",
-            (recipient, limit))])
+    def for_number(self, channels: Sequence[str], number: str, limit: int = 20) -> Deferred[list[MessageRecord]]:
+        """Newest messages to ``number`` on these channels (the channel+recipient index)."""
+        chans = list(channels)[:_IN_LIMIT]
+
+        def op(tx: Tx) -> list[MessageRecord]:
+            if not chans:
+                return []
+            return [_message(r) for r in tx.rows(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE channel IN ({_marks(len(chans))})"
+                " AND recipient = ? ORDER BY created_at DESC LIMIT ?", (*chans, number, limit))]
+        return self._ex.read(op)
 
     def segment_details(self, message_id: str) -> Deferred[list[SegmentDetail]]:
         return self._ex.read(lambda tx: [SegmentDetail(*r[:9], bool(r[9])) for r in tx.rows(
@@ -284,12 +293,15 @@ class SqlMessages:
             " ORDER BY created_at DESC LIMIT 2", (channel, recipient, since))])
 
     def state_counts(self) -> Deferred[list[StateCount]]:
-        return self._ex.read(lambda tx: [StateCount(s, n) for s, n in tx.rows(
-            "SELECT state, COUNT(*) FROM messages GROUP BY state")])
+        """Held messages (their partial index); the other states are the segments' backlog."""
+        return self._ex.read(lambda tx: [StateCount("held", int(tx.rows(
+            "SELECT COUNT(*) FROM messages WHERE state = 'held'")[0][0]))])
 
     def segment_state_counts(self) -> Deferred[list[StateCount]]:
-        return self._ex.read(lambda tx: [StateCount(s, n) for s, n in tx.rows(
-            "SELECT state, COUNT(*) FROM segments GROUP BY state")])
+        """Segments not yet final, by state: each count runs on its partial index, never a scan."""
+        return self._ex.read(lambda tx: [StateCount(state, int(tx.rows(
+            "SELECT COUNT(*) FROM segments WHERE state = ?", (state,))[0][0]))
+            for state in ("held", "queued", "dispatched", "submitted")])
 
     def export_rows(self, since: float | None, until: float | None) -> Deferred[list[ExportRow]]:
         where, params = _time_range("m.created_at", since, until)
@@ -379,6 +391,13 @@ class SqlReceipts:
             f"SELECT id, carrier, receipt, received_at FROM receipts_raw WHERE {' AND '.join(where)}"
             " ORDER BY id LIMIT ?", (*params, limit))])
 
+    def of_message(self, message_id: str, since: float) -> Deferred[list[MessageReceipt]]:
+        """Receipts matched to the message's segments, received since ``since`` (its creation)."""
+        return self._ex.read(lambda tx: [MessageReceipt(*r) for r in tx.rows(
+            "SELECT s.seq, r.received_at, r.outcome, r.receipt FROM receipts_raw r"
+            " JOIN segments s ON s.id = r.segment_id WHERE r.received_at >= ? AND s.message_id = ?"
+            " ORDER BY r.received_at LIMIT 100", (since, message_id))])
+
     def unmatched_count(self) -> Deferred[int]:
         return self._ex.read(lambda tx: int(tx.rows(
             "SELECT COUNT(*) FROM receipts_raw WHERE segment_id IS NULL")[0][0]))
@@ -462,10 +481,15 @@ class SqlOutbox:
         return self._ex.write(op)
 
     def revive(self, outbox_id: int, now: float) -> Deferred[bool]:
-        """An operator's replay of a dead letter: pending again, due now."""
+        """An operator's replay of a dead letter: pending again, due now, a fresh max-age window."""
         return self._ex.write(lambda tx: tx.run(
-            "UPDATE outbox SET state = 'pending', next_attempt_at = ?, created_at = ? WHERE id = ?"
-            " AND state = 'dead'", (now, now, outbox_id)) > 0)
+            "UPDATE outbox SET state = 'pending', next_attempt_at = ?, created_at = ?, last_error = NULL"
+            " WHERE id = ? AND state = 'dead'", (now, now, outbox_id)) > 0)
+
+    def pushes_of(self, ref_id: str) -> Deferred[list[PushRecord]]:
+        return self._ex.read(lambda tx: [PushRecord(*r) for r in tx.rows(
+            "SELECT id, kind, state, attempts, created_at, acked_at, last_error FROM outbox"
+            " WHERE kind IN ('report', 'uplink') AND ref_id = ?", (ref_id,))])
 
     def counts(self) -> Deferred[list[StateCount]]:
         return self._ex.read(lambda tx: [StateCount(s, n, k) for k, s, n in tx.rows(

@@ -36,6 +36,8 @@ class TestDocument:
             "/v1/templates": ["get"], "/v1/apps": ["get"], "/v1/blacklist": ["get"],
             "/v1/blacklist/{channel_no}/{number}": ["delete", "get"], "/healthz": ["get"],
             "/metrics": ["get"], "/openapi.json": ["get"], "/v1/outbox/dead": ["get"],
+            "/v1/console/stats": ["get"], "/v1/console/messages": ["get"],
+            "/v1/console/message/{smsMsgId}": ["get"], "/v1/outbox/{id}/replay": ["post"],
         }
 
     def test_send_documents_every_rejection_code(self, config: BridgeConfig) -> None:

@@ -15,6 +15,7 @@ import pytest
 from bridge.models import NewMessage, NewMo, NewSegment
 from bridge.store import Store, StoreError, open_store, result_of
 from bridge.store.records import MoPart, PushKind, PushState, SubmitAccepted
+from bridge.store.schema import MIGRATIONS
 from tests.conftest import Backend
 
 T0 = 1_800_000_000.0
@@ -249,4 +250,4 @@ def test_concurrent_starts_migrate_once(pg_server) -> None:  # noqa: ANN001
     assert errors == []
     with psycopg.connect(url) as conn:
         names = [row[0] for row in conn.execute("SELECT name FROM smpp_bridge_migrations ORDER BY name")]
-    assert names == ["m001_initial", "m002_outbox_created"]
+    assert names == [m.name for m in MIGRATIONS]
