@@ -13,17 +13,21 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 
 from bridge.store import Store
+from bridge.store.records import PushKind, PushState
 
 __all__ = ["StoreGauges"]
 
 log = structlog.get_logger("gauges")
+
+# Every kind and state is exposed (0 when empty), so dashboards never see a missing series.
+_NO_PUSHES = {f"{k}:{s}": 0 for k in PushKind for s in PushState}
 
 
 @dataclass
 class StoreGauges:
     store: Store
     segments: dict[str, int] = field(default_factory=dict)
-    pushes: dict[str, int] = field(default_factory=dict)
+    pushes: dict[str, int] = field(default_factory=lambda: dict(_NO_PUSHES))
     messages: dict[str, int] = field(default_factory=dict)
     _loop: LoopingCall | None = None
     _busy: bool = False
@@ -46,7 +50,8 @@ class StoreGauges:
     async def _refresh(self) -> None:
         try:
             self.segments = {c.state: c.count for c in await self.store.messages.segment_state_counts()}
-            self.pushes = {f"{c.kind}:{c.state}": c.count for c in await self.store.outbox.counts()}
+            counts = {f"{c.kind}:{c.state}": c.count for c in await self.store.outbox.counts()}
+            self.pushes = {**_NO_PUSHES, **counts}
             self.messages = {c.state: c.count for c in await self.store.messages.state_counts()}
         except Exception as exc:  # a failed read leaves the last figures; the next tick retries
             log.warning("gauges.refresh_failed", error=str(exc))

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.e2e.conftest import _bridge, _make_bridge, _receiver  # noqa: F401 (fixtures)
+from tests.e2e.conftest import _bridge, _e2e_backend, _make_bridge, _receiver  # noqa: F401 (fixtures)
 
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

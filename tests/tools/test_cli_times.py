@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from bridge.cli import _attach_relative_times
-from tests.e2e.conftest import _bridge, _make_bridge, _receiver  # noqa: F401 (fixtures)
+from tests.e2e.conftest import _bridge, _e2e_backend, _make_bridge, _receiver  # noqa: F401 (fixtures)
 from tests.e2e.harness import Bridge, Receiver, wait_for
 
 

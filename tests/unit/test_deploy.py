@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.config import load_config
-from tests.e2e.conftest import _make_bridge, _receiver  # noqa: F401 (fixtures)
+from tests.e2e.conftest import _e2e_backend, _make_bridge, _receiver  # noqa: F401 (fixtures)
 from tests.e2e.harness import Bridge, Receiver, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ import pytest
 import structlog
 
 from bridge.logs import Redactor, configure_logging, mask_number
-from tests.e2e.conftest import _bridge, _make_bridge, _receiver  # noqa: F401 (fixtures)
+from tests.e2e.conftest import _bridge, _e2e_backend, _make_bridge, _receiver  # noqa: F401 (fixtures)
 from tests.e2e.harness import CHANNEL, Bridge, Receiver, wait_for
 
 CHANNELS = frozenset({"106900012345", "10690002", "9876543210"})
