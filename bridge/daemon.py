@@ -35,6 +35,7 @@ from bridge.routing import Router
 from bridge.smpp.config import BindConfig
 from bridge.smpp.link import CarrierLink
 from bridge.store import Store, try_lock_store
+from bridge.webhooks import WebhookKeys
 from carriers.profiles import load_profiles
 
 __all__ = ["Daemon", "run_daemon"]
@@ -86,7 +87,7 @@ class Daemon:
         self.router = Router(profiles, numbering, cfg.routing_overrides)
         status_map = StatusMap.load()
         self.finaliser = Finaliser(store, now=now)
-        self.pusher = Pusher(store, cfg.callbacks, reactor=reactor)
+        self.pusher = Pusher(store, cfg.callbacks, reactor=reactor, keys=WebhookKeys.from_config(cfg))
         self.dispatcher = Dispatcher(store, self.finaliser, {c: p for c, p in profiles.items()},
                                      reactor=reactor, now=now, on_change=self._wake_pusher)
         self.mo = MoHandler(cfg, store, now=now, on_push=self._wake_pusher)

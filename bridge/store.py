@@ -605,3 +605,14 @@ class Store:
     def report_payload(self, message_id: str) -> tuple[str, str] | None:
         rows = self._r("SELECT url, payload FROM outbox WHERE kind = 'report' AND ref_id = ?", (message_id,))
         return rows[0] if rows else None
+
+    # -- outbox hardening (issue 14; the pusher's one addition) --------------------
+
+    def defer_push(self, item: OutboxItem, next_at: float) -> None:
+        """Move a pending row's next attempt without counting an attempt.
+
+        The pusher parks rows it cannot hold in memory: their receiver's circuit is open
+        (until its next probe) or its queue is full (until it drains).
+        """
+        self._w("UPDATE outbox SET next_attempt_at = ? WHERE id = ? AND state = 'pending'",
+                (next_at, item.id))

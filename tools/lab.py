@@ -272,6 +272,7 @@ timeout_s = 5.0
 backoff_initial_s = {cfg.backoff_initial_s}
 backoff_max_s = {cfg.backoff_max_s}
 concurrency = 32
+allow_private = ["127.0.0.1:{receiver.port}"]      # the lab receiver (SSRF guard)
 
 {carriers}
 [[apps]]

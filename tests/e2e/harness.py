@@ -158,6 +158,7 @@ timeout_s = 2.0
 backoff_initial_s = {opts.backoff_initial_s}
 backoff_max_s = {opts.backoff_max_s}
 max_age_s = {opts.callback_max_age_s}
+allow_private = ["127.0.0.1:{receiver.port}"]      # the test receiver (SSRF guard)
 
 {carriers}
 {opts.carriers_extra}
