@@ -65,6 +65,14 @@ _PROBE_MAX_S = 15.0
 _COMMIT_RETRY_MAX_S = 30.0
 # Rows held in memory per receiver; more are parked in the store until it can take them.
 _LANE_HOLD_PAGES = 4
+# Due rows looked at per pump at most (held, launched or parked).
+_FETCH_BUDGET = 4096
+# Parking a row for less than this is not worth a write; the latency assumed for a
+# receiver not heard from yet (a first round that hangs is parked by its circuit).
+_MIN_PARK_S = 0.05
+_UNKNOWN_LATENCY_S = 0.1
+# Idle receivers are forgotten (with their latency) beyond this many.
+_MAX_IDLE_LANES = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +182,8 @@ class Pusher:
         self._outcomes: list[_Outcome] = []
         self._unsaved: dict[int, _Record] = {}
         self._rewrite = False
+        self._maybe_due = True      # the store may have due rows we have not fetched
+        self._park_max = min(config.backoff_max_s, _PROBE_MAX_S)
         self._commit_failures = 0
         self._retry_call: Any = None
         self._pump_call: Any = None
@@ -212,6 +222,7 @@ class Pusher:
     def wake(self) -> None:
         """New rows were queued and committed: look for due rows now, not at the timer."""
         if self._running:
+            self._maybe_due = True
             self._schedule_pump()
 
     def stop(self, grace_s: float | None = None) -> Deferred[None]:
@@ -255,7 +266,7 @@ class Pusher:
         self._committing = True
         now = self._reactor.seconds()
         try:
-            acked = self._apply_outcomes(now)
+            wrote = self._apply_outcomes(now)
             # Waiting for the commit makes our marks durable in one group commit, and means
             # rows are only pushed once the transaction that queued them is committed.
             d = self._store.durable()
@@ -263,9 +274,9 @@ class Pusher:
             self._commit_failed(Failure(exc))
             return
         d.addCallbacks(self._committed, self._commit_failed)
-        if acked and not d.called:
-            # Commit acknowledgements now, not at the next group-commit tick: the shorter
-            # the window, the fewer reports a crash makes us send twice.
+        if wrote and not d.called:
+            # Commit outcomes now, not at the next group-commit tick: the shorter the window
+            # after a 2xx, the fewer reports a crash makes us send twice.
             with contextlib.suppress(Exception):  # a failure has reached ``d`` already
                 self._store.flush()
 
@@ -287,7 +298,7 @@ class Pusher:
                 return
         elif self._stop is not None and not self._inflight and not self._outcomes:
             self._finish_stop()
-        if again or self._outcomes or self._pending_marks():
+        if again or self._outcomes or self._unsaved:  # (marks made by _fill: dead, parked)
             self._schedule_pump()
 
     def _commit_failed(self, failure: Failure) -> None:
@@ -317,46 +328,53 @@ class Pusher:
 
     def _retry_commit(self) -> None:
         self._retry_call = None
+        self._maybe_due = True
         self._again = False
         self._schedule_pump()
-
-    def _pending_marks(self) -> bool:
-        return self._rewrite and bool(self._unsaved)
 
     # -- fetching due rows into receivers' lanes ----------------------------------
 
     def _fill(self, now: float) -> None:
-        free = self._cfg.concurrency - len(self._inflight)
-        if free > 0 and self._launchable(now) < free:
-            self._fetch(now)
+        """Launch what the lanes hold; fetch more while slots are free and rows may be due.
+
+        Fetching stops when the store has no more due rows (until a wake, a timer or a new
+        outcome says there may be some) or after a bounded number of rows per pump.
+        """
+        examined = 0
         self._launch_ready(now)
-
-    def _launchable(self, now: float) -> int:
-        return sum(len(lane.queue) for lane in self._lanes.values()
-                   if lane.queue and lane.can_send(now, self._lane_cap))
-
-    def _fetch(self, now: float) -> None:
-        for _ in range(_LANE_HOLD_PAGES):
+        while (self._maybe_due and len(self._inflight) < self._cfg.concurrency
+               and examined < _FETCH_BUDGET):
             exclude = (*self._inflight, *self._held, *self._unsaved)
             page = self._store.due_pushes(now, self._page, exclude=exclude)
+            examined += len(page)
             for item in page:
                 self._hold(item, now)
-            if len(page) < self._page or self._launchable(now) >= self._cfg.concurrency:
-                return
+            if len(page) < self._page:
+                self._maybe_due = False
+            self._launch_ready(now)
+        for lane in self._lanes.values():
+            lane.parked = 0
 
     def _hold(self, item: OutboxItem, now: float) -> None:
         key = _receiver_of(item.url)
         lane = self._lanes.get(key)
         if lane is None:
             lane = self._lanes[key] = Lane(key, self._probe_delay)
-        if len(lane.queue) < self._lane_hold:
+        later = now
+        if lane.is_open:
+            later = lane.probe_at
+        elif len(lane.queue) >= self._lane_hold:
+            lane.parked += 1
+            per_row = (lane.latency if lane.latency is not None else _UNKNOWN_LATENCY_S) / self._lane_cap
+            later = now + min((len(lane.queue) + lane.parked) * per_row, self._park_max)
+        if len(lane.queue) < self._lane_hold or later - now < _MIN_PARK_S:
             lane.queue.append(item)
             self._held.add(item.id)
             return
-        # Full: park the row in the store until the receiver can take it, so its rows
-        # never crowd other receivers' rows out of the fetch.
-        later = lane.probe_at if lane.is_open else now + self._cfg.backoff_initial_s
-        self._record(_Record(item, _Mark.DEFERRED, now, next_at=max(later, now)))
+        # Full: park the row in the store until the receiver can take it, so its backlog
+        # never crowds other receivers' rows out of the fetch. An open circuit parks it
+        # until the next probe; a busy receiver until it has worked off what it holds.
+        self._record(_Record(item, _Mark.DEFERRED, now, next_at=later))
 
     def _probe_delay(self, failed_probes: int) -> float:
         return backoff_delay(failed_probes, self._cfg.backoff_initial_s, self._probe_max, self._rng)
@@ -374,8 +392,9 @@ class Pusher:
                     self._held.discard(item.id)
                     self._launch(item, lane, now)
                     progress = True
-        for key in [k for k, lane in self._lanes.items() if lane.idle]:
-            del self._lanes[key]
+        if len(self._lanes) > _MAX_IDLE_LANES:
+            for key in [k for k, lane in self._lanes.items() if lane.idle]:
+                del self._lanes[key]
 
     def _arm_idle_timer(self, now: float) -> None:
         self._cancel_idle_timer()
@@ -394,6 +413,7 @@ class Pusher:
 
     def _idle_timer_fired(self) -> None:
         self._idle_timer = None
+        self._maybe_due = True
         self._schedule_pump()
 
     def _cancel_idle_timer(self) -> None:
@@ -477,15 +497,13 @@ class Pusher:
     # -- recording outcomes -------------------------------------------------------
 
     def _apply_outcomes(self, now: float) -> bool:
-        """Turn finished pushes into store marks; True if any acknowledgement is among them."""
+        """Turn finished pushes into store marks; True if anything was written."""
         outcomes, self._outcomes = self._outcomes, []
-        acked = False
         if self._rewrite:
             # The last commit failed and was rolled back: write every unsaved mark again.
             self._rewrite = False
             for record in self._unsaved.values():
                 self._write(record)
-                acked = acked or record.mark is _Mark.ACKED
         for out in outcomes:
             push = out.push
             self._inflight.pop(push.item.id, None)
@@ -493,14 +511,14 @@ class Pusher:
                 push.lane.abandoned()
                 continue
             if out.error is None:
-                acked = True
                 self._on_acked(out, now)
             else:
                 self._on_failed(out, now)
-        return acked
+        return bool(self._unsaved)
 
     def _on_acked(self, out: _Outcome, now: float) -> None:
         push, item = out.push, out.push.item
+        push.lane.observe(now - push.started)
         if push.lane.succeeded():
             log.info("push.receiver_recovered", receiver=push.lane.key, backlog=len(push.lane.queue))
         self._record(_Record(item, _Mark.ACKED, now))
@@ -517,6 +535,7 @@ class Pusher:
             self._dead_letter(item, out.error, now, push.host, out.code)
             return
         was_open = lane.is_open
+        lane.observe(now - push.started)
         lane.failed(now)
         if lane.is_open and not was_open:
             log.warning("push.receiver_down", receiver=lane.key, error=out.error,
@@ -530,7 +549,10 @@ class Pusher:
             else:
                 next_at = now + backoff_delay(item.attempts, self._cfg.backoff_initial_s,
                                               self._cfg.backoff_max_s, self._rng)
-            next_at = min(next_at, deadline)  # one last try at the deadline
+            if next_at > deadline:
+                next_at = deadline  # one last try at the deadline (as the receiver's probe)
+                if lane.is_open:
+                    lane.probe_at = min(lane.probe_at, deadline)
             self._record(_Record(item, _Mark.FAILED, now, next_at=next_at, error=out.error))
             self._failed += 1
             log.info("push.failed", outbox_id=item.id, kind=item.kind, ref_id=item.ref_id,

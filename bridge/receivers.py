@@ -45,6 +45,11 @@ class Lane:
     failures: int = 0          # consecutive failed pushes
     failed_probes: int = 0     # consecutive failed probes (the backoff exponent)
     probe_at: float = 0.0
+    latency: float | None = None   # smoothed seconds per push, to estimate how long a backlog takes
+    parked: int = 0                # rows parked in the current fetch (spreads their next attempts)
+
+    def observe(self, seconds: float) -> None:
+        self.latency = seconds if self.latency is None else 0.8 * self.latency + 0.2 * seconds
 
     def can_send(self, now: float, cap: int) -> bool:
         if self.circuit is Circuit.CLOSED:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 import ipaddress
+
+import pytest
 
 from bridge.urlpolicy import (
     MAX_URL_LENGTH,
