@@ -38,6 +38,8 @@ class Push:
     path: str
     body: dict[str, Any]
     answered: int
+    raw: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class Receiver:
@@ -57,7 +59,8 @@ class Receiver:
                 raw = self.rfile.read(length)
                 status = receiver.status
                 with receiver._lock:
-                    receiver.pushes.append(Push(self.path, json.loads(raw), status))
+                    receiver.pushes.append(Push(self.path, json.loads(raw), status, raw,
+                                                {k.lower(): v for k, v in self.headers.items()}))
                 self.send_response(status)
                 self.send_header("content-length", "2")
                 self.end_headers()
@@ -104,6 +107,7 @@ class BridgeOptions:
     external_sim: bool = False   # run smsc-sim as its own process (survives a daemon kill -9)
     sim_carrier_extra: dict[str, str] = field(default_factory=dict)   # lines for [sim.carriers.<id>]
     carrier_extra: dict[str, str] = field(default_factory=dict)       # lines for [carriers.<id>]
+    app_extra: str = ""                                                # lines for the [[apps]] table
 
 
 def write_sim_config(tmp: Path, opts: BridgeOptions, fixed_ports: bool = False) -> Path:
@@ -167,6 +171,7 @@ allow_private = ["127.0.0.1:{receiver.port}"]      # the test receiver (SSRF gua
 id = "test"
 token = "{APP_TOKEN}"
 uplink_url = "{receiver.url('/uplink')}"
+{opts.app_extra}
 
 [[channels]]
 number = "{CHANNEL}"
