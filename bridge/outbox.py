@@ -62,7 +62,7 @@ _ERROR_CHARS = 200
 # backlog drains soon after it recovers, whatever backoff_max_s says for single rows.
 _PROBE_MAX_S = 15.0
 # Commits that fail (disk full) are retried no slower than this.
-_COMMIT_RETRY_MAX_S = 30.0
+_COMMIT_RETRY_MAX_S = 10.0
 # Rows held in memory per receiver; more are parked in the store until it can take them.
 _LANE_HOLD_PAGES = 4
 # Due rows looked at per pump at most (held, launched or parked).
