@@ -67,10 +67,10 @@ _COMMIT_RETRY_MAX_S = 10.0
 _LANE_HOLD_PAGES = 4
 # Due rows looked at per pump at most (held, launched or parked).
 _FETCH_BUDGET = 4096
-# Parking a row for less than this is not worth a write; the latency assumed for a
-# receiver not heard from yet (a first round that hangs is parked by its circuit).
+# The shortest park, and how often parked rows are looked for; the latency assumed for
+# a receiver not heard from yet (optimistic: a row parked too briefly is parked again).
 _MIN_PARK_S = 0.05
-_UNKNOWN_LATENCY_S = 0.1
+_UNKNOWN_LATENCY_S = 0.01
 # Idle receivers are forgotten (with their latency) beyond this many.
 _MAX_IDLE_LANES = 1024
 
@@ -183,6 +183,7 @@ class Pusher:
         self._unsaved: dict[int, _Record] = {}
         self._rewrite = False
         self._maybe_due = True      # the store may have due rows we have not fetched
+        self._parked_until = 0.0    # rows parked for busy receivers come due until then
         self._park_max = min(config.backoff_max_s, _PROBE_MAX_S)
         self._commit_failures = 0
         self._retry_call: Any = None
@@ -337,8 +338,10 @@ class Pusher:
     def _fill(self, now: float) -> None:
         """Launch what the lanes hold; fetch more while slots are free and rows may be due.
 
-        Fetching stops when the store has no more due rows (until a wake, a timer or a new
-        outcome says there may be some) or after a bounded number of rows per pump.
+        A fetch pass ends when the store has no more due rows, when a page could neither
+        be launched nor parked (every receiver it holds rows for is busy: wait for their
+        completions), or after a bounded number of rows. A wake, a timer or a lane running
+        low starts the next one.
         """
         examined = 0
         self._launch_ready(now)
@@ -347,54 +350,59 @@ class Pusher:
             exclude = (*self._inflight, *self._held, *self._unsaved)
             page = self._store.due_pushes(now, self._page, exclude=exclude)
             examined += len(page)
-            for item in page:
-                self._hold(item, now)
-            if len(page) < self._page:
+            parked = sum(1 for item in page if self._hold(item, now))
+            launched = self._launch_ready(now)
+            if len(page) < self._page or not (launched or parked):
                 self._maybe_due = False
-            self._launch_ready(now)
         for lane in self._lanes.values():
             lane.parked = 0
 
-    def _hold(self, item: OutboxItem, now: float) -> None:
+    def _hold(self, item: OutboxItem, now: float) -> bool:
+        """Queue a fetched row on its receiver's lane; True if it was parked instead."""
         key = _receiver_of(item.url)
         lane = self._lanes.get(key)
         if lane is None:
             lane = self._lanes[key] = Lane(key, self._probe_delay)
-        later = now
-        if lane.is_open:
-            later = lane.probe_at
-        elif len(lane.queue) >= self._lane_hold:
-            lane.parked += 1
-            per_row = (lane.latency if lane.latency is not None else _UNKNOWN_LATENCY_S) / self._lane_cap
-            later = now + min((len(lane.queue) + lane.parked) * per_row, self._park_max)
-        if len(lane.queue) < self._lane_hold or later - now < _MIN_PARK_S:
+        if len(lane.queue) < self._lane_hold:
             lane.queue.append(item)
             self._held.add(item.id)
-            return
+            return False
         # Full: park the row in the store until the receiver can take it, so its backlog
         # never crowds other receivers' rows out of the fetch. An open circuit parks it
-        # until the next probe; a busy receiver until it has worked off what it holds.
-        self._record(_Record(item, _Mark.DEFERRED, now, next_at=later))
+        # until the next probe; a busy receiver until it has worked off what it holds
+        # (estimated from its latency, so the rows come due about when they are needed).
+        lane.parked += 1
+        if lane.is_open:
+            later = lane.probe_at
+        else:
+            per_row = (lane.latency if lane.latency is not None else _UNKNOWN_LATENCY_S) / self._lane_cap
+            later = now + min((len(lane.queue) + lane.parked) * per_row, self._park_max)
+        self._record(_Record(item, _Mark.DEFERRED, now, next_at=max(later, now + _MIN_PARK_S)))
+        self._parked_until = max(self._parked_until, later)
+        return True
 
     def _probe_delay(self, failed_probes: int) -> float:
         return backoff_delay(failed_probes, self._cfg.backoff_initial_s, self._probe_max, self._rng)
 
-    def _launch_ready(self, now: float) -> None:
+    def _launch_ready(self, now: float) -> int:
         """Round-robin over receivers, so a long backlog for one does not starve the others."""
+        launched = 0
         progress = True
         while progress and len(self._inflight) < self._cfg.concurrency:
             progress = False
             for lane in list(self._lanes.values()):
                 if len(self._inflight) >= self._cfg.concurrency:
-                    return
+                    break
                 if lane.queue and lane.can_send(now, self._lane_cap):
                     item = lane.queue.popleft()
                     self._held.discard(item.id)
                     self._launch(item, lane, now)
+                    launched += 1
                     progress = True
         if len(self._lanes) > _MAX_IDLE_LANES:
             for key in [k for k, lane in self._lanes.items() if lane.idle]:
                 del self._lanes[key]
+        return launched
 
     def _arm_idle_timer(self, now: float) -> None:
         self._cancel_idle_timer()
@@ -407,6 +415,8 @@ class Pusher:
                 # A due row not launched is held for an open circuit or in flight: look
                 # again after a while for rows that become due meanwhile.
                 wake_at.append(nxt if nxt > now else now + self._cfg.backoff_initial_s)
+            if self._parked_until > now:
+                wake_at.append(now + _MIN_PARK_S)  # parked rows come due a few at a time
         if wake_at:
             self._idle_timer = self._reactor.callLater(max(0.0, min(wake_at) - now),
                                                        self._idle_timer_fired)
