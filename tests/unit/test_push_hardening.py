@@ -29,6 +29,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from bridge.config import CallbackConfig, ConfigError, load_config
 from bridge.models import OutboxItem
 from bridge.outbox import Pusher
+from bridge.receivers import OPEN_AFTER, Circuit, Lane
 from bridge.store import Store
 from bridge.webhooks import WebhookKeys, sign, webhook_id
 from tests.unit.test_outbox import (  # noqa: F401 (_clock, _store: the shared fixtures)
@@ -268,6 +269,39 @@ class TestCircuit:
         run_for(clock, stub, 40.0)
         assert counts(store) == {"report:dead": 30}
         assert len(resource.received["rx.test"]) < 30
+
+
+class TestLane:
+    """The per-receiver circuit on its own: a state machine driven by outcomes and time."""
+
+    def test_opens_after_consecutive_failures_and_probes_alone(self) -> None:
+        lane = Lane("rx:80", lambda n: 2.0 ** n)
+        for _ in range(OPEN_AFTER):
+            assert lane.can_send(0.0, cap=4)
+            lane.launched()
+            lane.failed(0.0)
+        assert lane.circuit is Circuit.OPEN and lane.probe_at == 1.0
+        assert not lane.can_send(0.5, cap=4) and lane.can_send(1.0, cap=4)
+        lane.launched()
+        assert lane.circuit is Circuit.PROBING and not lane.can_send(1.0, cap=4)
+        lane.failed(1.5)
+        assert lane.circuit is Circuit.OPEN and lane.probe_at == 1.5 + 2.0   # backs off
+        lane.launched()
+        assert lane.succeeded() and lane.circuit is Circuit.CLOSED and lane.can_send(9.0, cap=4)
+
+    def test_a_success_resets_the_count(self) -> None:
+        lane = Lane("rx:80", lambda n: 1.0)
+        for ok in (False, False, True, False, False):
+            lane.launched()
+            lane.succeeded() if ok else lane.failed(0.0)
+        assert lane.circuit is Circuit.CLOSED
+
+    def test_abandoned_probe_does_not_count(self) -> None:
+        lane = Lane("rx:80", lambda n: 1.0)
+        lane.circuit, lane.probe_at = Circuit.OPEN, 0.0
+        lane.launched()
+        lane.abandoned()
+        assert lane.circuit is Circuit.OPEN and lane.failed_probes == 0 and lane.in_flight == 0
 
 
 # -- 4: Standard Webhooks headers ---------------------------------------------------------
