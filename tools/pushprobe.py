@@ -291,7 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import structlog
 
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))  # errors only
+    # The pusher's own log (errors only) goes to stderr, the figures to stdout.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40),
+                        logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     outcome: dict[str, Any] = {}
 
     def run(reactor: Any) -> Deferred[None]:
