@@ -6,12 +6,14 @@ operator can fix a config without reading a traceback.
 
 from __future__ import annotations
 
+import base64
 import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bridge.urlpolicy import parse_host_port
 from carriers.profiles import CARRIER_IDS, CarrierProfile, ProfileError, load_profiles
 
 __all__ = [
@@ -103,6 +105,10 @@ class CallbackConfig:
     backoff_max_s: float = 300.0
     allowed_hosts: frozenset[str] = frozenset()
     concurrency: int = 64
+    # Canonical "host:port" entries exempt from the private-address refusal (SSRF guard).
+    allow_private: frozenset[str] = frozenset()
+    # Pushes in flight to one receiver (host:port), so one slow receiver cannot take every slot.
+    receiver_concurrency: int = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +141,7 @@ class AppConfig:
     id: str
     token: str = field(repr=False)
     uplink_url: str = ""
+    webhook_secret: str = field(default="", repr=False)   # "whsec_<base64>": signs pushes
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +330,9 @@ def load_config(path: Path | str | None = None, *, profiles_path: Path | None = 
         backoff_max_s=rd.num(cb, "callbacks.backoff_max_s", "backoff_max_s", 300.0, 0.001),
         allowed_hosts=frozenset(rd.strings(cb, "callbacks.allowed_hosts", "allowed_hosts")),
         concurrency=rd.int(cb, "callbacks.concurrency", "concurrency", 64, 1, 10_000),
+        allow_private=_allow_private(rd, cb),
+        receiver_concurrency=rd.int(cb, "callbacks.receiver_concurrency", "receiver_concurrency",
+                                    16, 1, 10_000),
     )
     carriers = _carriers(rd, rd.table(raw, "carriers", "carriers"), profiles, simulator)
     apps = _apps(rd, raw.get("apps", []))
@@ -406,6 +416,25 @@ def _carriers(rd: _Reader, data: dict[str, Any], profiles: dict[str, CarrierProf
     return out
 
 
+def _allow_private(rd: _Reader, cb: dict[str, Any]) -> frozenset[str]:
+    out = set()
+    for i, entry in enumerate(rd.strings(cb, "callbacks.allow_private", "allow_private")):
+        try:
+            out.add(parse_host_port(entry))
+        except ValueError as exc:
+            raise rd.fail(f"callbacks.allow_private[{i}]", str(exc)) from None
+    return frozenset(out)
+
+
+def _valid_webhook_secret(secret: str) -> bool:
+    if not secret.startswith("whsec_"):
+        return False
+    try:
+        return len(base64.b64decode(secret[6:], validate=True)) >= 16
+    except ValueError:
+        return False
+
+
 def _list_of_tables(rd: _Reader, value: object, key: str) -> list[dict[str, Any]]:
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
         raise rd.fail(key, f"expected an array of tables ([[{key}]]), got {_show(value)}")
@@ -420,7 +449,10 @@ def _apps(rd: _Reader, value: object) -> dict[str, AppConfig]:
             id=rd.str(a, f"{key}.id", "id"),
             token=_secret(rd, a, f"{key}.token", "token"),
             uplink_url=rd.str(a, f"{key}.uplink_url", "uplink_url", ""),
+            webhook_secret=_secret(rd, a, f"{key}.webhook_secret", "webhook_secret"),
         )
+        if app.webhook_secret and not _valid_webhook_secret(app.webhook_secret):
+            raise rd.fail(f"{key}.webhook_secret", "expected \"whsec_\" followed by base64 of at least 16 bytes")
         if not app.token:
             raise rd.fail(f"{key}.token", "missing (every application needs a token)")
         if app.uplink_url and not app.uplink_url.startswith(("http://", "https://")):

@@ -42,6 +42,7 @@ from bridge.smpp.codec import Pdu
 from bridge.smpp.config import BindConfig
 from bridge.smpp.link import CarrierLink
 from bridge.store import StoreInUseError, lock_store, open_store
+from bridge.webhooks import WebhookKeys
 from carriers.profiles import load_profiles
 
 __all__ = ["Daemon", "run_daemon"]
@@ -98,7 +99,7 @@ class Daemon:
         status_map = StatusMap.load()
         self.finaliser = Finaliser(store, now=now, receipt_timeout_s=cfg.rules.receipt_timeout_s)
         self.matcher = ReceiptMatcher(store, self.finaliser, status_map, profiles, now=now)
-        self.pusher = Pusher(store, cfg.callbacks, reactor=reactor)
+        self.pusher = Pusher(store, cfg.callbacks, reactor=reactor, keys=WebhookKeys.from_config(cfg))
         self.dispatcher = Dispatcher(store, self.finaliser, self.matcher, dict(profiles),
                                      reactor=reactor, now=now, on_change=self._wake_pusher)
         self.mo = MoHandler(cfg, store, now=now, on_push=self._wake_pusher)

@@ -238,7 +238,7 @@ class IntakeService:
             klass = klass or "notification"
         callback = _field(body, "statusCallback", str, False) or ""
         if callback:
-            problem = check_push_url(callback, cfg.callbacks.allowed_hosts)
+            problem = check_push_url(callback, cfg.callbacks.allowed_hosts, cfg.callbacks.allow_private)
             if problem:
                 raise IntakeError("E200024", f"statusCallback: {problem}")
         extend = _field(body, "extend", str, False) or ""

@@ -2,109 +2,87 @@
 
 Rows are queued in the store's ``outbox`` table by the pipeline, in the same
 transaction as the state change they report. The :class:`Pusher` POSTs each row's
-payload verbatim; any 2xx acknowledges it, anything else (other status, 3xx included
-since redirects are never followed, refused connection, DNS failure, timeout) is
-retried with exponential backoff and full jitter, the next attempt time written to the
-store, until ``max_age_s`` after the row was queued; then the row is dead-lettered.
-Delivery is at least once: a crash between a receiver's 2xx and our commit pushes the
-row again after restart, and receivers dedupe by ``smsMsgId``.
+payload verbatim with the Standard Webhooks headers (:mod:`bridge.webhooks`); any 2xx
+acknowledges it, anything else (other status, 3xx included since redirects are never
+followed, refused connection, DNS failure, timeout) is a failure, until ``max_age_s``
+after the row was queued; then the row is dead-lettered. A URL the SSRF policy refuses,
+before or after resolution, is dead at once.
 
-Throughput: one persistent ``HTTPConnectionPool`` (keep-alive), at most
-``concurrency`` pushes in flight, due rows fetched a page at a time, results applied
-in batches so one group commit covers many acknowledgements. When nothing is due,
-one timer waits for the earliest ``next_attempt_at``; :meth:`Pusher.wake` cuts it short.
+Receivers are isolated (:mod:`bridge.receivers`): rows are queued per ``host:port``,
+each receiver has its own cap on pushes in flight and its own circuit, so a receiver
+that hangs or is down never delays another's pushes. A failure while the receiver is
+otherwise healthy retries that row with exponential backoff and full jitter; once the
+circuit is open the receiver is probed at its own backoff and, when a probe succeeds,
+its backlog drains at full speed.
+
+Delivery is at least once; receivers dedupe by ``webhook-id``. The window for a second
+push is kept small: acknowledgements are committed at once (not at the next group-commit
+tick), and an acknowledgement whose commit fails is remembered in memory and written
+again, with backoff, until a commit succeeds, instead of the row being pushed again.
+
+Throughput: one persistent connection pool (keep-alive), at most ``concurrency`` pushes
+in flight, due rows fetched a page at a time, results applied in batches so one commit
+covers many acknowledgements. When nothing is due, one timer waits for the earliest
+``next_attempt_at`` or probe; :meth:`Pusher.wake` cuts it short.
 """
 
 from __future__ import annotations
 
 import functools
 import random
-from collections import deque
 from dataclasses import dataclass
-from typing import Any, Protocol
-from urllib.parse import urlsplit
+from enum import Enum
+from typing import Any
 
 import structlog
-from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
-from twisted.internet.protocol import Protocol as _WireProtocol
+from twisted.internet.defer import CancelledError, Deferred, gatherResults, maybeDeferred, succeed
 from twisted.python.failure import Failure
-from twisted.web.client import ResponseDone, ResponseFailed, ResponseNeverReceived
-from twisted.web.http import PotentialDataLoss
-from twisted.web.http_headers import Headers
-from twisted.web.iweb import IBodyProducer, IResponse
-from zope.interface import implementer
+from twisted.web.client import ResponseFailed, ResponseNeverReceived
+from twisted.web.iweb import IResponse
 
 from bridge.config import CallbackConfig
 from bridge.latency import LATENCY
 from bridge.models import OutboxItem
+from bridge.pushhttp import BASE_HEADERS, Discard, HTTPClient, PushRefused, build_client
+from bridge.receivers import Lane
 from bridge.store import Store
-from bridge.urlpolicy import check_push_url
+from bridge.urlpolicy import check_push_url, push_target
+from bridge.webhooks import NoKeys, SigningKeys, push_headers
 
 __all__ = ["PushStats", "Pusher", "backoff_delay"]
 
 log = structlog.get_logger("outbox")
 
-_HEADERS = {
-    "Content-Type": ["application/json; charset=utf-8"],
-    "User-Agent": ["smpp-bridge"],
-}
 # Idle connections are dropped a little before common server keep-alive limits
 # (twisted.web: 60 s), so a push rarely lands on a connection the server is closing.
 _IDLE_CONNECTION_S = 50.0
 _STOP_GRACE_S = 5.0
 _ERROR_CHARS = 200
-
-
-class _HTTPClient(Protocol):
-    """What the pusher needs of treq: ``HTTPClient`` and ``StubTreq`` both fit."""
-
-    def request(self, method: str, url: str, **kwargs: Any) -> Deferred[Any]: ...
-
-
-@implementer(IBodyProducer)
-class _Body:
-    """A fixed JSON body, written at once (FileBodyProducer would schedule a cooperator task)."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self.length = len(data)
-
-    def startProducing(self, consumer: Any) -> Deferred[None]:  # noqa: N802 (Twisted API)
-        consumer.write(self._data)
-        return succeed(None)
-
-    def pauseProducing(self) -> None:  # noqa: N802 (Twisted API)
-        pass
-
-    def resumeProducing(self) -> None:  # noqa: N802 (Twisted API)
-        pass
-
-    def stopProducing(self) -> None:  # noqa: N802 (Twisted API)
-        pass
-
-
-class _AgentClient:
-    """The treq ``request`` call shape over a bare Agent.
-
-    Profiling showed treq's per-request stack (cookie agent, content decoder, URL
-    rebuilding) costing about a tenth of the daemon's CPU at 1,000 pushes/s. Pushes need
-    none of it: no cookies, no redirects, no compressed answers; the body is discarded.
-    """
-
-    def __init__(self, agent: Any) -> None:
-        self._agent = agent
-        self._headers = Headers({k.encode(): [v.encode() for v in vs] for k, vs in _HEADERS.items()})
-
-    def request(self, method: str, url: str, *, data: bytes, **_ignored: Any) -> Deferred[Any]:
-        return self._agent.request(method.encode(), url.encode("utf-8"), self._headers, _Body(data))
+# A receiver that came back is found within this (the probe interval's ceiling), so its
+# backlog drains soon after it recovers, whatever backoff_max_s says for single rows.
+_PROBE_MAX_S = 15.0
+# Commits that fail (disk full) are retried no slower than this.
+_COMMIT_RETRY_MAX_S = 10.0
+# Rows held in memory per receiver; more are parked in the store until it can take them.
+_LANE_HOLD_PAGES = 4
+# Due rows looked at per pump at most (held, launched or parked).
+_FETCH_BUDGET = 4096
+# The shortest park, and how often parked rows are looked for; the latency assumed for
+# a receiver not heard from yet (optimistic: a row parked too briefly is parked again).
+_MIN_PARK_S = 0.05
+_UNKNOWN_LATENCY_S = 0.01
+# Idle receivers are forgotten (with their latency) beyond this many.
+_MAX_IDLE_LANES = 1024
 
 
 @dataclass(frozen=True, slots=True)
 class PushStats:
     """A snapshot for /metrics; counters are since this pusher started.
 
-    ``pending`` is the due work the pusher holds (in flight plus the fetched page), a
+    ``pending`` is the due work the pusher holds (in flight plus fetched rows), a
     lower bound of the backlog: counting every pending row would need a table scan.
+    ``open_circuits`` counts receivers currently backed off; ``unsaved`` the outcomes
+    whose commit has not succeeded yet (non-zero while the store cannot commit).
     """
 
     pushed: int
@@ -112,6 +90,8 @@ class PushStats:
     dead: int
     in_flight: int
     pending: int
+    open_circuits: int = 0
+    unsaved: int = 0
 
 
 @dataclass(slots=True)
@@ -119,6 +99,7 @@ class _Push:
     """One attempt in flight (mutable, private to this module)."""
 
     item: OutboxItem
+    lane: Lane
     host: str
     started: float
     deferred: Deferred[Any] | None = None
@@ -135,6 +116,25 @@ class _Outcome:
     code: int | None
     error: str | None      # None: acknowledged
     abandoned: bool = False
+    refused: bool = False  # the SSRF policy refused the resolved address
+
+
+class _Mark(Enum):
+    ACKED = "acked"
+    FAILED = "failed"
+    DEAD = "dead"
+    DEFERRED = "deferred"
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """An outcome written to the store, kept until a commit of it succeeds."""
+
+    item: OutboxItem
+    mark: _Mark
+    at: float
+    next_at: float = 0.0
+    error: str = ""
 
 
 @dataclass(slots=True)
@@ -154,51 +154,40 @@ def backoff_delay(attempts_before: int, initial_s: float, max_s: float, rng: ran
     return rng.uniform(initial_s, cap) if cap > initial_s else min(initial_s, max_s)
 
 
-class _Discard(_WireProtocol):
-    """Reads a response body to its end and drops it, so the connection can be reused.
-
-    Cancelling ``done`` (the push timed out) closes the connection, instead of leaving
-    a slow body streaming into a pooled connection.
-    """
-
-    def __init__(self) -> None:
-        self.done: Deferred[None] = Deferred(self._cancel)
-
-    def _cancel(self, _d: Deferred[None]) -> None:
-        if self.transport is not None:
-            self.transport.stopProducing()
-
-    def dataReceived(self, data: bytes) -> None:
-        pass
-
-    def connectionLost(self, reason: Failure | None = None) -> None:
-        if self.done.called:
-            return
-        if reason is None or reason.check(ResponseDone, PotentialDataLoss):
-            self.done.callback(None)
-        else:
-            self.done.errback(reason)
-
-
 class Pusher:
     """Pushes due outbox rows; the only writer of push outcomes to the store.
 
     ``reactor`` provides ``callLater``/``seconds`` (a ``task.Clock`` in tests) and, when
-    no ``http_client`` is given, TCP/TLS for the default treq client with its pool.
+    no ``http_client`` is given, TCP/TLS and name resolution for the default client.
+    ``keys`` gives each push's signing secret (none: pushes go unsigned).
     """
 
     def __init__(self, store: Store, config: CallbackConfig, *, reactor: Any,
-                 http_client: _HTTPClient | None = None, rng: random.Random | None = None) -> None:
+                 http_client: HTTPClient | None = None, rng: random.Random | None = None,
+                 keys: SigningKeys | None = None) -> None:
         self._store = store
         self._cfg = config
         self._reactor = reactor
         self._rng = rng or random.Random()
+        self._keys: SigningKeys = keys or NoKeys()
+        self._lane_cap = max(1, min(config.receiver_concurrency, config.concurrency))
         self._pool: Any = None
         self._client = http_client if http_client is not None else self._default_client()
         self._page = max(1, 2 * config.concurrency)
+        self._lane_hold = max(self._page, _LANE_HOLD_PAGES * self._lane_cap)
+        self._probe_max = min(config.backoff_max_s, _PROBE_MAX_S)
+        self._lanes: dict[str, Lane] = {}
+        self._held: set[int] = set()
         self._inflight: dict[int, _Push] = {}
-        self._ready: deque[OutboxItem] = deque()
         self._outcomes: list[_Outcome] = []
+        self._unsaved: dict[int, _Record] = {}
+        self._writes: list[Deferred[None]] = []   # store writes of marks, gathered by the next pump
+        self._rewrite = False
+        self._maybe_due = True      # the store may have due rows we have not fetched
+        self._parked_until = 0.0    # rows parked for busy receivers come due until then
+        self._park_max = min(config.backoff_max_s, _PROBE_MAX_S)
+        self._commit_failures = 0
+        self._retry_call: Any = None
         self._pump_call: Any = None
         self._idle_timer: Any = None
         self._committing = False
@@ -209,14 +198,11 @@ class Pusher:
         self._failed = 0
         self._dead = 0
 
-    def _default_client(self) -> _HTTPClient:
-        from twisted.web.client import Agent, HTTPConnectionPool
-
-        pool = HTTPConnectionPool(self._reactor, persistent=True)
-        pool.maxPersistentPerHost = self._cfg.concurrency
-        pool.cachedConnectionTimeout = _IDLE_CONNECTION_S
-        self._pool = pool
-        return _AgentClient(Agent(self._reactor, connectTimeout=self._cfg.timeout_s, pool=pool))
+    def _default_client(self) -> HTTPClient:
+        client, self._pool = build_client(self._reactor, timeout=self._cfg.timeout_s,
+                                          allow_private=self._cfg.allow_private,
+                                          per_host=self._lane_cap, idle_s=_IDLE_CONNECTION_S)
+        return client
 
     # -- public API ---------------------------------------------------------------
 
@@ -224,7 +210,9 @@ class Pusher:
     def stats(self) -> PushStats:
         return PushStats(pushed=self._pushed, failed=self._failed, dead=self._dead,
                          in_flight=len(self._inflight),
-                         pending=len(self._inflight) + len(self._ready))
+                         pending=len(self._inflight) + len(self._held),
+                         open_circuits=sum(1 for lane in self._lanes.values() if lane.is_open),
+                         unsaved=len(self._unsaved))
 
     def start(self) -> None:
         """Begin pushing: rows left pending by a previous run are due again now."""
@@ -236,23 +224,30 @@ class Pusher:
     def wake(self) -> None:
         """New rows were queued and committed: look for due rows now, not at the timer."""
         if self._running:
+            self._maybe_due = True
             self._schedule_pump()
 
     def stop(self, grace_s: float | None = None) -> Deferred[None]:
         """Take no new work; wait up to ``grace_s`` for pushes in flight, then cancel them.
 
         A cancelled push is not recorded as an attempt: its row stays due and is pushed
-        again by the next run. Fires after the outcomes are committed.
+        again by the next run. Fires after the outcomes are committed (or their commit
+        failed: they are then pushed again by the next run, at least once).
         """
         if self._stop is not None:
             return _follow(self._stop.done)
         self._running = False
         self._stop = _StopState(done=Deferred())
         self._cancel_idle_timer()
-        self._ready.clear()
+        for lane in self._lanes.values():
+            lane.queue.clear()
+        self._held.clear()
         grace = min(self._cfg.timeout_s, _STOP_GRACE_S) if grace_s is None else grace_s
         if self._inflight:
             self._stop.timer = self._reactor.callLater(grace, self._abandon_inflight)
+        if self._retry_call is not None and self._retry_call.active():
+            self._retry_call.cancel()
+            self._retry_call = None
         self._schedule_pump()
         return _follow(self._stop.done)
 
@@ -261,8 +256,8 @@ class Pusher:
     def _schedule_pump(self) -> None:
         if self._stop is not None and self._stop.finishing:
             return  # stopped: the store may already be closed
-        if self._committing:
-            self._again = True
+        if self._committing or self._retry_call is not None:
+            self._again = True  # after the commit in progress, or at the commit retry
         elif self._pump_call is None:
             self._pump_call = self._reactor.callLater(0, self._pump)
 
@@ -271,68 +266,172 @@ class Pusher:
         if self._stop is not None and self._stop.finishing:
             return
         self._committing = True
-        d = maybeDeferred(self._apply_outcomes, self._reactor.seconds())
-        # Waiting for the commit makes our acks durable in one group commit, and means
-        # rows are only pushed once the transaction that queued them is committed.
-        d.addCallback(lambda _: self._store.durable())
-        d.addCallback(lambda _: Deferred.fromCoroutine(self._after_commit()))
-        d.addErrback(self._pump_failed)
+        now = self._reactor.seconds()
+        wrote = self._apply_outcomes(now)
+        writes, self._writes = self._writes, []
+        # Waiting for the commit makes our marks durable in one group commit, and means
+        # rows are only pushed once the transaction that queued them is committed. A
+        # failed write counts as a failed commit.
+        durable = self._store.durable()
+        d = gatherResults([*writes, durable], consumeErrors=True)
+        d.addCallbacks(self._committed, self._commit_failed)
+        d.addErrback(lambda f: log.error("push.pump_bug", error=f.getErrorMessage()[:_ERROR_CHARS]))
+        if wrote and not durable.called:
+            # Commit outcomes now, not at the next group-commit tick: the shorter the window
+            # after a 2xx, the fewer reports a crash makes us send twice.
+            self._store.flush().addErrback(lambda _: None)   # a failure has reached ``d`` already
+
+    def _committed(self, _: object) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._after_commit())
 
     async def _after_commit(self) -> None:
-        # Still "committing" while due rows are read: one pump at a time.
+        # Still "committing" while due rows are read (on PostgreSQL that takes a round
+        # trip): one fill at a time, or two could fetch and push the same rows.
+        self._unsaved.clear()
+        if self._commit_failures:
+            log.info("push.store_recovered", failed_commits=self._commit_failures)
+        self._commit_failures = 0
+        self._rewrite = False
         if self._running:
             now = self._reactor.seconds()
-            await self._fill(now)
-            await self._arm_idle_timer(now)
+            try:
+                await self._fill(now)
+                await self._arm_idle_timer(now)
+            except Exception as exc:  # noqa: BLE001 (a store read failed; retry like a commit)
+                self._committing = False
+                self._commit_failed(Failure(exc))
+                return
+        elif self._stop is not None and not self._inflight and not self._outcomes:
+            self._committing = False
+            self._finish_stop()
+            return
         self._committing = False
         again, self._again = self._again, False
-        if not self._running and self._stop is not None and not self._inflight and not self._outcomes:
-            self._finish_stop()
-        if again or self._outcomes:
+        if again or self._outcomes or self._unsaved:  # (marks made by _fill: dead, parked)
             self._schedule_pump()
 
-    def _pump_failed(self, failure: Failure) -> None:
-        # E.g. a failed group commit (StoreError): it was rolled back, so acknowledged
-        # rows are pending again in the store and get pushed again (at least once).
+    def _commit_failed(self, failure: Failure) -> None:
+        """The store could not commit (disk full...): keep every outcome, retry with backoff.
+
+        The rollback undid our marks, so the store shows acknowledged rows as pending
+        again. They stay in ``_unsaved`` (excluded from fetching, so never pushed again)
+        and are written again at the retry. No new pushes go out meanwhile.
+        """
         self._committing = False
-        self._again = False
-        log.error("push.pump_failed", error_type=failure.type.__name__,
-                  error=failure.getErrorMessage()[:_ERROR_CHARS])
+        self._rewrite = True
+        self._commit_failures += 1
         if self._stop is not None:
+            log.error("push.unsaved_at_stop", unsaved=len(self._unsaved),
+                      error=failure.getErrorMessage()[:_ERROR_CHARS])
             self._finish_stop()
-        elif self._running:
-            self._cancel_idle_timer()
-            self._idle_timer = self._reactor.callLater(self._cfg.backoff_initial_s,
-                                                       self._idle_timer_fired)
+            return
+        delay = backoff_delay(self._commit_failures - 1, self._cfg.backoff_initial_s,
+                              max(self._cfg.backoff_initial_s, _COMMIT_RETRY_MAX_S), self._rng)
+        log.error("push.commit_failed", error_type=failure.type.__name__,
+                  error=failure.getErrorMessage()[:_ERROR_CHARS], unsaved=len(self._unsaved),
+                  failed_commits=self._commit_failures, retry_in_s=round(delay, 3))
+        self._cancel_idle_timer()
+        if self._retry_call is not None and self._retry_call.active():
+            self._retry_call.cancel()
+        self._retry_call = self._reactor.callLater(delay, self._retry_commit)
+
+    def _retry_commit(self) -> None:
+        self._retry_call = None
+        self._maybe_due = True
+        self._again = False
+        self._schedule_pump()
+
+    # -- fetching due rows into receivers' lanes ----------------------------------
 
     async def _fill(self, now: float) -> None:
-        exhausted = False
-        while len(self._inflight) < self._cfg.concurrency:
-            if not self._ready:
-                if exhausted:
+        """Launch what the lanes hold; fetch more while slots are free and rows may be due.
+
+        A fetch pass ends when the store has no more due rows, when a page could neither
+        be launched nor parked (every receiver it holds rows for is busy: wait for their
+        completions), or after a bounded number of rows. A wake, a timer or a lane running
+        low starts the next one.
+        """
+        examined = 0
+        self._launch_ready(now)
+        while (self._maybe_due and len(self._inflight) < self._cfg.concurrency
+               and examined < _FETCH_BUDGET):
+            exclude = (*self._inflight, *self._held, *self._unsaved)
+            page = await self._store.outbox.due(now, self._page, exclude=exclude)
+            examined += len(page)
+            parked = sum(1 for item in page if self._hold(item, now))
+            launched = self._launch_ready(now)
+            if len(page) < self._page or not (launched or parked):
+                self._maybe_due = False
+        for lane in self._lanes.values():
+            lane.parked = 0
+
+    def _hold(self, item: OutboxItem, now: float) -> bool:
+        """Queue a fetched row on its receiver's lane; True if it was parked instead."""
+        key = _receiver_of(item.url)
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = Lane(key, self._probe_delay)
+        if len(lane.queue) < self._lane_hold:
+            lane.queue.append(item)
+            self._held.add(item.id)
+            return False
+        # Full: park the row in the store until the receiver can take it, so its backlog
+        # never crowds other receivers' rows out of the fetch. An open circuit parks it
+        # until the next probe; a busy receiver until it has worked off what it holds
+        # (estimated from its latency, so the rows come due about when they are needed).
+        lane.parked += 1
+        if lane.is_open:
+            later = lane.probe_at
+        else:
+            per_row = (lane.latency if lane.latency is not None else _UNKNOWN_LATENCY_S) / self._lane_cap
+            later = now + min((len(lane.queue) + lane.parked) * per_row, self._park_max)
+        self._record(_Record(item, _Mark.DEFERRED, now, next_at=max(later, now + _MIN_PARK_S)))
+        self._parked_until = max(self._parked_until, later)
+        return True
+
+    def _probe_delay(self, failed_probes: int) -> float:
+        return backoff_delay(failed_probes, self._cfg.backoff_initial_s, self._probe_max, self._rng)
+
+    def _launch_ready(self, now: float) -> int:
+        """Round-robin over receivers, so a long backlog for one does not starve the others."""
+        launched = 0
+        progress = True
+        while progress and len(self._inflight) < self._cfg.concurrency:
+            progress = False
+            for lane in list(self._lanes.values()):
+                if len(self._inflight) >= self._cfg.concurrency:
                     break
-                page = await self._store.outbox.due(now, self._page, exclude=tuple(self._inflight))
-                exhausted = len(page) < self._page
-                if not page:
-                    break
-                self._ready.extend(page)
-            self._launch(self._ready.popleft(), now)
+                if lane.queue and lane.can_send(now, self._lane_cap):
+                    item = lane.queue.popleft()
+                    self._held.discard(item.id)
+                    self._launch(item, lane, now)
+                    launched += 1
+                    progress = True
+        if len(self._lanes) > _MAX_IDLE_LANES:
+            for key in [k for k, lane in self._lanes.items() if lane.idle]:
+                del self._lanes[key]
+        return launched
 
     async def _arm_idle_timer(self, now: float) -> None:
         self._cancel_idle_timer()
-        if len(self._inflight) >= self._cfg.concurrency:
-            return  # a completion pumps again
-        nxt = await self._store.outbox.next_due_at()
-        if nxt is None:
-            return
-        if nxt <= now:
-            if self._inflight:
-                return  # the due row is one in flight; its completion pumps again
-            nxt = now + self._cfg.backoff_initial_s  # defensive: never spin
-        self._idle_timer = self._reactor.callLater(nxt - now, self._idle_timer_fired)
+        wake_at: list[float] = [lane.probe_at for lane in self._lanes.values()
+                                if lane.is_open and lane.queue and lane.in_flight == 0
+                                and lane.probe_at > now]  # a due probe waits for a free slot
+        if len(self._inflight) < self._cfg.concurrency:
+            nxt = await self._store.outbox.next_due_at()
+            if nxt is not None:
+                # A due row not launched is held for an open circuit or in flight: look
+                # again after a while for rows that become due meanwhile.
+                wake_at.append(nxt if nxt > now else now + self._cfg.backoff_initial_s)
+            if self._parked_until > now:
+                wake_at.append(now + _MIN_PARK_S)  # parked rows come due a few at a time
+        if wake_at:
+            self._idle_timer = self._reactor.callLater(max(0.0, min(wake_at) - now),
+                                                       self._idle_timer_fired)
 
     def _idle_timer_fired(self) -> None:
         self._idle_timer = None
+        self._maybe_due = True
         self._schedule_pump()
 
     def _cancel_idle_timer(self) -> None:
@@ -342,22 +441,21 @@ class Pusher:
 
     # -- one push -----------------------------------------------------------------
 
-    def _launch(self, item: OutboxItem, now: float) -> None:
+    def _launch(self, item: OutboxItem, lane: Lane, now: float) -> None:
         host = _host_of(item.url)
-        problem = _url_problem(item.url, self._cfg.allowed_hosts)
+        problem = _url_problem(item.url, self._cfg.allowed_hosts, self._cfg.allow_private)
         if problem is not None:
             # Retrying cannot make a refused URL acceptable; an operator who widens the
-            # allow-list can requeue dead rows.
-            self._store.outbox.mark_dead(item, f"url policy: {problem}")
-            self._dead += 1
+            # lists can requeue dead rows.
+            self._dead_letter(item, f"url policy: {problem}", now, host)
             self._schedule_pump()  # the next pump commits this
-            log.warning("push.dead", outbox_id=item.id, kind=item.kind, ref_id=item.ref_id,
-                        host=host, error=f"url policy: {problem}", attempt=item.attempts + 1)
             return
-        push = _Push(item=item, host=host, started=now)
+        push = _Push(item=item, lane=lane, host=host, started=now)
         self._inflight[item.id] = push
-        d = maybeDeferred(self._client.request, "POST", item.url,
-                          data=item.payload.encode("utf-8"), headers=_HEADERS,
+        lane.launched()
+        body = item.payload.encode("utf-8")
+        headers = push_headers(item, body, int(now), self._keys.secret_for(item), BASE_HEADERS)
+        d = maybeDeferred(self._client.request, "POST", item.url, data=body, headers=headers,
                           allow_redirects=False, unbuffered=True, reactor=self._reactor)
         push.deferred = d
         push.timer = self._reactor.callLater(self._cfg.timeout_s, self._time_out, push)
@@ -368,7 +466,7 @@ class Pusher:
         push.code = response.code
         if response.length == 0:
             return succeed(None)
-        body = _Discard()
+        body = Discard()
         response.deliverBody(body)
         return body.done
 
@@ -409,46 +507,115 @@ class Pusher:
             self._outcomes.append(_Outcome(push, None, f"timeout after {self._cfg.timeout_s:g}s"))
         else:
             assert failure is not None
-            self._outcomes.append(_Outcome(push, None, _describe_failure(failure)))
+            refused = failure.check(PushRefused) is not None
+            text = f"url policy: {failure.getErrorMessage()}" if refused else _describe_failure(failure)
+            self._outcomes.append(_Outcome(push, None, text[:_ERROR_CHARS], refused=refused))
         self._schedule_pump()
 
     # -- recording outcomes -------------------------------------------------------
 
-    def _apply_outcomes(self, now: float) -> None:
+    def _apply_outcomes(self, now: float) -> bool:
+        """Turn finished pushes into store marks; True if anything was written."""
         outcomes, self._outcomes = self._outcomes, []
-        # Free the slots first: if a store write below fails, the rows are still pending
-        # in the store and the next fetch finds them again.
+        if self._rewrite:
+            # The last commit failed and was rolled back: write every unsaved mark again.
+            self._rewrite = False
+            for record in self._unsaved.values():
+                self._write(record)
         for out in outcomes:
-            self._inflight.pop(out.push.item.id, None)
-        for out in outcomes:
-            item = out.push.item
+            push = out.push
+            self._inflight.pop(push.item.id, None)
             if out.abandoned:
+                push.lane.abandoned()
                 continue
-            attempt = item.attempts + 1
             if out.error is None:
-                self._store.outbox.mark_pushed(item, now)
-                LATENCY.push_acked(item.kind, item.created_at, now)
-                self._pushed += 1
-                log.debug("push.acked", outbox_id=item.id, kind=item.kind, ref_id=item.ref_id,
-                          host=out.push.host, status=out.code, attempt=attempt,
-                          elapsed_s=round(now - out.push.started, 3))
-                continue
-            deadline = item.created_at + self._cfg.max_age_s
-            if now >= deadline:
-                self._store.outbox.mark_dead(item, out.error)
-                self._dead += 1
-                log.warning("push.dead", outbox_id=item.id, kind=item.kind, ref_id=item.ref_id,
-                            host=out.push.host, status=out.code, error=out.error, attempt=attempt,
-                            age_s=round(now - item.created_at, 3))
-                continue
-            delay = backoff_delay(item.attempts, self._cfg.backoff_initial_s,
-                                  self._cfg.backoff_max_s, self._rng)
-            next_at = min(now + delay, deadline)  # one last try at the deadline
-            self._store.outbox.mark_failed(item, next_at, out.error)
+                self._on_acked(out, now)
+            else:
+                self._on_failed(out, now)
+        return bool(self._unsaved)
+
+    def _on_acked(self, out: _Outcome, now: float) -> None:
+        push, item = out.push, out.push.item
+        push.lane.observe(now - push.started)
+        if push.lane.succeeded():
+            log.info("push.receiver_recovered", receiver=push.lane.key, backlog=len(push.lane.queue))
+        self._record(_Record(item, _Mark.ACKED, now))
+        LATENCY.push_acked(item.kind, item.created_at, now)
+        self._pushed += 1
+        log.debug("push.acked", outbox_id=item.id, kind=item.kind, ref_id=item.ref_id,
+                  host=push.host, status=out.code, attempt=item.attempts + 1,
+                  elapsed_s=round(now - push.started, 3))
+
+    def _on_failed(self, out: _Outcome, now: float) -> None:
+        push, item, lane = out.push, out.push.item, out.push.lane
+        assert out.error is not None
+        if out.refused:
+            lane.in_flight -= 1  # the policy's verdict on a URL says nothing of the receiver
+            self._dead_letter(item, out.error, now, push.host, out.code)
+            return
+        was_open = lane.is_open
+        lane.observe(now - push.started)
+        lane.failed(now)
+        if lane.is_open and not was_open:
+            log.warning("push.receiver_down", receiver=lane.key, error=out.error,
+                        probe_in_s=round(lane.probe_at - now, 3), backlog=len(lane.queue))
+        deadline = item.created_at + self._cfg.max_age_s
+        if now >= deadline:
+            self._dead_letter(item, out.error, now, push.host, out.code)
+        else:
+            if lane.is_open:
+                next_at = lane.probe_at  # the receiver's backoff, not this row's
+            else:
+                next_at = now + backoff_delay(item.attempts, self._cfg.backoff_initial_s,
+                                              self._cfg.backoff_max_s, self._rng)
+            if next_at > deadline:
+                next_at = deadline  # one last try at the deadline (as the receiver's probe)
+                if lane.is_open:
+                    lane.probe_at = min(lane.probe_at, deadline)
+            self._record(_Record(item, _Mark.FAILED, now, next_at=next_at, error=out.error))
             self._failed += 1
             log.info("push.failed", outbox_id=item.id, kind=item.kind, ref_id=item.ref_id,
-                     host=out.push.host, status=out.code, error=out.error, attempt=attempt,
+                     host=push.host, status=out.code, error=out.error, attempt=item.attempts + 1,
                      next_delay_s=round(next_at - now, 3))
+        if lane.is_open:
+            self._expire_held(lane, now, out.error)
+
+    def _expire_held(self, lane: Lane, now: float, error: str) -> None:
+        """Rows held for a receiver that stays down die at their deadline like pushed ones."""
+        keep = [i for i in lane.queue if now < i.created_at + self._cfg.max_age_s]
+        if len(keep) == len(lane.queue):
+            return
+        for item in lane.queue:
+            if now >= item.created_at + self._cfg.max_age_s:
+                self._held.discard(item.id)
+                self._dead_letter(item, f"receiver unavailable: {error}", now, _host_of(item.url))
+        lane.queue.clear()
+        lane.queue.extend(keep)
+
+    def _dead_letter(self, item: OutboxItem, error: str, now: float, host: str,
+                     code: int | None = None) -> None:
+        self._record(_Record(item, _Mark.DEAD, now, error=error))
+        self._dead += 1
+        log.warning("push.dead", outbox_id=item.id, kind=item.kind, ref_id=item.ref_id, host=host,
+                    status=code, error=error, attempt=item.attempts + 1,
+                    age_s=round(now - item.created_at, 3))
+
+    def _record(self, record: _Record) -> None:
+        """Write a mark now and keep it until its commit succeeds (see :meth:`_commit_failed`)."""
+        self._unsaved[record.item.id] = record
+        self._write(record)
+
+    def _write(self, record: _Record) -> None:
+        item, outbox = record.item, self._store.outbox
+        if record.mark is _Mark.ACKED:
+            d = outbox.mark_pushed(item, record.at)
+        elif record.mark is _Mark.FAILED:
+            d = outbox.mark_failed(item, record.next_at, record.error)
+        elif record.mark is _Mark.DEAD:
+            d = outbox.mark_dead(item, record.error)
+        else:
+            d = outbox.defer(item, record.next_at)
+        self._writes.append(d)
 
     def _finish_stop(self) -> None:
         stop = self._stop
@@ -456,12 +623,10 @@ class Pusher:
             return
         stop.finishing = True
         self._cancel_idle_timer()
-        if self._pump_call is not None and self._pump_call.active():
-            self._pump_call.cancel()
-        self._pump_call = None
-        if stop.timer is not None and stop.timer.active():
-            stop.timer.cancel()
-        stop.timer = None
+        for call in (self._pump_call, self._retry_call, stop.timer):
+            if call is not None and call.active():
+                call.cancel()
+        self._pump_call = self._retry_call = stop.timer = None
         d: Deferred[Any] = succeed(None)
         if self._pool is not None:
             d.addCallback(lambda _: self._pool.closeCachedConnections())
@@ -487,10 +652,15 @@ _url_problem = functools.lru_cache(maxsize=4096)(check_push_url)
 @functools.lru_cache(maxsize=4096)
 def _host_of(url: str) -> str:
     """The host alone: URLs may carry tokens in the path or query, never log those."""
-    try:
-        return urlsplit(url).hostname or "?"
-    except ValueError:
-        return "?"
+    target = push_target(url)
+    return target.host if target is not None else "?"
+
+
+@functools.lru_cache(maxsize=4096)
+def _receiver_of(url: str) -> str:
+    """The ``host:port`` a URL's pushes queue under."""
+    target = push_target(url)
+    return target.key if target is not None else "?"
 
 
 def _describe_status(code: int) -> str:

@@ -156,10 +156,11 @@ def _push_or_hand_over(config: BridgeConfig, store: Store, lock: Any, summary: R
         summary.details.append("a daemon holds the store: it pushes what was queued")
         return
     from bridge.outbox import Pusher
+    from bridge.webhooks import WebhookKeys
 
     def run(reactor: Any) -> Any:
         live = open_store(config.store, reactor=reactor)
-        pusher = Pusher(live, config.callbacks, reactor=reactor)
+        pusher = Pusher(live, config.callbacks, reactor=reactor, keys=WebhookKeys.from_config(config))
         pusher.start()
         deadline = reactor.seconds() + timeout
 

@@ -346,6 +346,8 @@ def write_bridge_config(workdir: Path, ports: dict[str, int], receiver_port: int
         f"window = {args.window}\nresponse_timeout_s = 10.0\nenquire_link_s = 30.0\n\n"
         for cid in CARRIERS)
     uplink = f"http://{HOST}:{receiver_port}/uplink" if receiver_port else ""
+    # The receiver is on loopback, which the SSRF guard refuses unless listed.
+    allow_private = json.dumps([f"{HOST}:{receiver_port}"] if receiver_port else [])
     path = workdir / "bridge.toml"
     path.write_text(f"""
 [api]
@@ -371,6 +373,7 @@ quiet_hours = ["00:00", "00:00"]
 timeout_s = 5.0
 backoff_initial_s = 0.5
 backoff_max_s = 5.0
+allow_private = {allow_private}
 
 {carriers}
 [[apps]]

@@ -83,6 +83,7 @@ class Receiver:
     def __init__(self) -> None:
         self.down = False
         self.bodies: dict[str, list[dict[str, Any]]] = {}
+        self.webhook_ids: dict[str, list[str | None]] = {}   # parallel to bodies
         self.refused = 0
         self._lock = threading.Lock()
         outer = self
@@ -96,6 +97,7 @@ class Receiver:
                 with outer._lock:
                     if status == 200:
                         outer.bodies.setdefault(self.path, []).append(json.loads(raw))
+                        outer.webhook_ids.setdefault(self.path, []).append(self.headers.get("webhook-id"))
                     else:
                         outer.refused += 1
                 self.send_response(status)
@@ -116,6 +118,11 @@ class Receiver:
     def acked(self, path: str) -> list[dict[str, Any]]:
         with self._lock:
             return list(self.bodies.get(path, ()))
+
+    def acked_ids(self, path: str) -> list[str | None]:
+        """The ``webhook-id`` header of each acknowledged POST, in the order of :meth:`acked`."""
+        with self._lock:
+            return list(self.webhook_ids.get(path, ()))
 
     def counts(self, path: str, key: str) -> Counter[str]:
         return Counter(str(b.get(key)) for b in self.acked(path))
@@ -272,6 +279,7 @@ timeout_s = 5.0
 backoff_initial_s = {cfg.backoff_initial_s}
 backoff_max_s = {cfg.backoff_max_s}
 concurrency = 32
+allow_private = ["127.0.0.1:{receiver.port}"]      # the lab receiver (SSRF guard)
 
 {carriers}
 [[apps]]

@@ -480,6 +480,12 @@ class SqlOutbox:
                    (error[:500], item.id))
         return self._ex.write(op)
 
+    def defer(self, item: OutboxItem, next_at: float) -> Deferred[None]:
+        """Move a pending row's next attempt without counting an attempt (a parked row)."""
+        def op(tx: Tx) -> None:
+            tx.run("UPDATE outbox SET next_attempt_at = ? WHERE id = ? AND state = 'pending'", (next_at, item.id))
+        return self._ex.write(op)
+
     def revive(self, outbox_id: int, now: float) -> Deferred[bool]:
         """An operator's replay of a dead letter: pending again, due now, a fresh max-age window."""
         return self._ex.write(lambda tx: tx.run(

@@ -38,6 +38,8 @@ class Push:
     path: str
     body: dict[str, Any]
     answered: int
+    raw: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class Receiver:
@@ -57,7 +59,8 @@ class Receiver:
                 raw = self.rfile.read(length)
                 status = receiver.status
                 with receiver._lock:
-                    receiver.pushes.append(Push(self.path, json.loads(raw), status))
+                    receiver.pushes.append(Push(self.path, json.loads(raw), status, raw,
+                                                {k.lower(): v for k, v in self.headers.items()}))
                 self.send_response(status)
                 self.send_header("content-length", "2")
                 self.end_headers()
@@ -105,6 +108,7 @@ class BridgeOptions:
     sim_carrier_extra: dict[str, str] = field(default_factory=dict)   # lines for [sim.carriers.<id>]
     carrier_extra: dict[str, str] = field(default_factory=dict)       # lines for [carriers.<id>]
     store_url: str | None = None   # PostgreSQL instead of the embedded SQLite file
+    app_extra: str = ""                                                # lines for the [[apps]] table
 
 
 def write_sim_config(tmp: Path, opts: BridgeOptions, fixed_ports: bool = False) -> Path:
@@ -160,6 +164,7 @@ timeout_s = 2.0
 backoff_initial_s = {opts.backoff_initial_s}
 backoff_max_s = {opts.backoff_max_s}
 max_age_s = {opts.callback_max_age_s}
+allow_private = ["127.0.0.1:{receiver.port}"]      # the test receiver (SSRF guard)
 
 {carriers}
 {opts.carriers_extra}
@@ -168,6 +173,7 @@ max_age_s = {opts.callback_max_age_s}
 id = "test"
 token = "{APP_TOKEN}"
 uplink_url = "{receiver.url('/uplink')}"
+{opts.app_extra}
 
 [[channels]]
 number = "{CHANNEL}"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from collections import Counter
 from collections.abc import Callable
 
 import pytest
+from standardwebhooks.webhooks import Webhook
 
 from tests.conftest import Backend
 from tests.e2e.harness import (
@@ -196,6 +198,13 @@ class TestValidation:
         ({"from": CHANNEL, "to": ["+8613812345678"], "body": "x" * 501}, "E200023", "body"),
         ({"from": CHANNEL, "to": ["+8613812345678"], "body": "hi", "statusCallback": "ftp://x"},
          "E200024", "statusCallback"),
+        # Server-side request forgery (issue 14): the bridge's own API, the simulator's control
+        # port, any loopback / unspecified spelling; only allow_private host:ports pass.
+        *[({"from": CHANNEL, "to": ["+8613812345678"], "body": "hi", "statusCallback": url},
+           "E200024", "statusCallback")
+          for url in ("http://127.0.0.1:8470/v1/sms", "http://[::1]:8471/reset", "http://0.0.0.0:8471/",
+                      "http://2130706433:8471/reset", "http://localhost:8471/reset",
+                      "http://169.254.169.254/latest/meta-data/", "http://10.0.0.1/cb")],
     ])
     def test_bad_request_is_rejected_and_nothing_stored(self, bridge: Bridge, payload: dict | None, code: str,
                                                         field: str) -> None:
@@ -222,6 +231,23 @@ class TestDurability:
         receiver.status = 200
         for mid in ids:
             assert _report(receiver, mid)["status"] == "DELIVRD"
+
+    def test_reports_carry_standard_webhooks_headers(self, make_bridge: Callable[..., Bridge],
+                                                     receiver: Receiver) -> None:
+        """Every attempt of a report carries the same webhook-id and a signature the
+        standardwebhooks library verifies with the app's secret (issue 14)."""
+        secret = "whsec_" + base64.b64encode(b"e2e-webhook-secret-0123456789").decode()
+        bridge = make_bridge(app_extra=f'webhook_secret = "{secret}"')
+        receiver.status = 500
+        mid = bridge.send(["+8613812349201"])["result"][0]["smsMsgId"]
+        wait_for(lambda: sum(1 for p in receiver.pushes if p.body.get("smsMsgId") == mid) >= 2,
+                 what="two failed attempts")
+        receiver.status = 200
+        _report(receiver, mid)
+        attempts = [p for p in receiver.pushes if p.body.get("smsMsgId") == mid]
+        assert {p.headers["webhook-id"] for p in attempts} == {f"msg_{mid}"}
+        for push in attempts:
+            Webhook(secret).verify(push.raw, push.headers)
 
     def test_report_gives_up_into_dead_letter(self, make_bridge: Callable[..., Bridge], receiver: Receiver) -> None:
         """A report the receiver refuses past callbacks.max_age_s is dead-lettered, visible in API and metrics."""
