@@ -33,9 +33,10 @@ from bridge.receivers import OPEN_AFTER, Circuit, Lane
 from bridge.store import Store, result_of
 from bridge.store.sqlite import open_sqlite
 from bridge.webhooks import WebhookKeys, sign, webhook_id
-from tests.unit.test_outbox import (  # noqa: F401 (_clock, _store: the shared fixtures)
+from tests.unit.test_outbox import (  # noqa: F401 (_clock, _opener, _store: the shared fixtures)
     Receiver,
     _clock,
+    _opener,
     _store,
     counts,
     make,
