@@ -105,7 +105,8 @@ class IntakeService:
         self._router = router
         self._now = clock_now
         self._refs = refs or ConcatRefCounter(start=secrets.randbelow(256))
-        self._limiter = FrequencyLimiter(store, config.rules.exempt_numbers)
+        self._limiter = FrequencyLimiter(store, config.rules.exempt_numbers,
+                                         limit_international=config.rules.limit_international)
         self._window = SendingWindow(config.rules.quiet_start_min, config.rules.quiet_end_min,
                                      config.rules.utc_offset_hours)
         self.accepted = 0
@@ -151,7 +152,12 @@ class IntakeService:
                 content = template.render(params)
             except TemplateParamError as exc:
                 raise IntakeError("E200028", str(exc)) from None
-            klass = klass or cfg.templates[template_id].klass
+            template_class = cfg.templates[template_id].klass
+            if klass is not None and klass != template_class:
+                # The template's class decides (quiet hours, limits); a request cannot upgrade it.
+                raise IntakeError("E200003", f"class: template {template_id!r} is {template_class!r}, "
+                                             f"the request says {klass!r}")
+            klass = template_class
         else:
             if params not in (None, []):
                 raise IntakeError("E200028", "templateParas: not allowed with body")

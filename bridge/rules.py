@@ -11,7 +11,9 @@ from datetime import UTC, datetime, timedelta
 
 from bridge.store import Store
 
-__all__ = ["FREQUENCY_WINDOWS", "FrequencyLimiter", "SendingWindow", "Verdict"]
+__all__ = ["FREQUENCY_WINDOWS", "MAINLAND_PREFIX", "FrequencyLimiter", "SendingWindow", "Verdict"]
+
+MAINLAND_PREFIX = "+86"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,14 +42,24 @@ FREQUENCY_WINDOWS = (
 
 
 class FrequencyLimiter:
-    """Counts messages already accepted to a number; exempt numbers are never limited."""
+    """Counts messages already accepted to a number; exempt numbers are never limited.
 
-    def __init__(self, store: Store, exempt: frozenset[str]) -> None:
+    The limits are the Chinese mainland's (+86); other numbers are only limited when
+    ``limit_international`` is set.
+    """
+
+    def __init__(self, store: Store, exempt: frozenset[str], *, limit_international: bool = False) -> None:
         self._store = store
         self._exempt = exempt
+        self._international = limit_international
+
+    def applies_to(self, recipient: str) -> bool:
+        if recipient in self._exempt:
+            return False
+        return self._international or recipient.startswith(MAINLAND_PREFIX)
 
     def check(self, recipient: str, content_hash: str, now: float) -> Verdict | None:
-        if recipient in self._exempt:
+        if not self.applies_to(recipient):
             return None
         history = self._store.recent_sends(recipient, now - 86_400)
         if not history:
