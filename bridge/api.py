@@ -18,13 +18,14 @@ import structlog
 from twisted.web import server
 from twisted.web.resource import Resource
 
+from bridge.apiguard import ConnectionCap, DeadlineChannel
 from bridge.config import AppConfig, BridgeConfig
 from bridge.finaliser import Finaliser, iso_time
 from bridge.intake import IntakeError, IntakeService
 from bridge.numbers import InvalidNumberError, normalise_number
 from bridge.store import Store
 
-__all__ = ["ApiState", "BoundedRequest", "build_site"]
+__all__ = ["ApiState", "BoundedRequest", "build_site", "capped"]
 
 log = structlog.get_logger("api")
 
@@ -335,7 +336,9 @@ def build_site(config: BridgeConfig, store: Store, intake: IntakeService, finali
     root.putChild(b"healthz", HealthResource(ctx))
     root.putChild(b"metrics", MetricsResource(ctx))
     root.putChild(b"openapi.json", OpenApiResource(ctx))
-    site = server.Site(root)
+    site = server.Site(root, timeout=config.api.idle_timeout_s)
+    site.protocol = type("Channel", (DeadlineChannel,), {"header_timeout_s": config.api.header_timeout_s,
+                                                         "body_timeout_s": config.api.body_timeout_s})
     bounded = type("Request", (BoundedRequest,), {"max_body_bytes": config.api.max_body_bytes})
     site.requestFactory = bounded
     site.displayTracebacks = False
@@ -343,3 +346,7 @@ def build_site(config: BridgeConfig, store: Store, intake: IntakeService, finali
     site.log = lambda request: None  # per-request access logs cost more than the request
     return site
 
+
+def capped(site: server.Site, config: BridgeConfig) -> ConnectionCap:
+    """The site behind ``[api] max_connections``: what the daemon listens with."""
+    return ConnectionCap(site, config.api.max_connections)

@@ -51,6 +51,7 @@ class ApiConfig:
     max_body_bytes: int = 1_048_576
     operator_token: str = field(default="", repr=False)
     header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
     idle_timeout_s: float = 60.0
     max_connections: int = 512
 
@@ -314,6 +315,7 @@ def load_config(path: Path | str | None = None, *, profiles_path: Path | None = 
         max_body_bytes=rd.int(a, "api.max_body_bytes", "max_body_bytes", 1_048_576, 1024, 64 * 1024 * 1024),
         operator_token=_secret(rd, a, "api.operator_token", "operator_token"),
         header_timeout_s=rd.num(a, "api.header_timeout_s", "header_timeout_s", 10.0, 0.001),
+        body_timeout_s=rd.num(a, "api.body_timeout_s", "body_timeout_s", 30.0, 0.001),
         idle_timeout_s=rd.num(a, "api.idle_timeout_s", "idle_timeout_s", 60.0, 0.001),
         max_connections=rd.int(a, "api.max_connections", "max_connections", 512, 1, 1_000_000),
     )

@@ -19,7 +19,7 @@ import structlog
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ReactorNotRunning
 
-from bridge.api import ApiState, build_site
+from bridge.api import ApiState, build_site, capped
 from bridge.config import BridgeConfig, CarrierConfig
 from bridge.dispatcher import Dispatcher
 from bridge.finaliser import Finaliser
@@ -106,7 +106,7 @@ class Daemon:
             openapi=lambda: openapi_document(cfg),
         )
         site = build_site(cfg, store, self.intake, self.finaliser, self.api_state)
-        self.api_port = reactor.listenTCP(cfg.api.port, site, interface=cfg.api.host)
+        self.api_port = reactor.listenTCP(cfg.api.port, capped(site, cfg), interface=cfg.api.host)
         self.dispatcher.start()
         self.pusher.start()
         self._every(self._expire_overdue, min(60.0, max(0.05, cfg.rules.receipt_timeout_s / 10)))

@@ -75,6 +75,8 @@ class TestUnknownKeys:
 class TestStoreAndCluster:
     def test_defaults(self, tmp_path: Path) -> None:
         cfg = _load(tmp_path, "")
+        assert (cfg.api.header_timeout_s, cfg.api.body_timeout_s, cfg.api.idle_timeout_s,
+                cfg.api.max_connections) == (10.0, 30.0, 60.0, 512)
         assert cfg.store.url is None and cfg.store.retention_days == 90
         assert cfg.cluster.node is None and cfg.cluster.failover_s == 10.0
 
@@ -92,6 +94,8 @@ class TestStoreAndCluster:
         ("[store]\nretention_days = 0\n", "store.retention_days: expected an integer"),
         ("[cluster]\nfailover_s = -1\n", "cluster.failover_s: expected a number"),
         ("[cluster]\nnode = 3\n", "cluster.node: expected a string"),
+        ("[api]\nheader_timeout_s = 0\n", "api.header_timeout_s: expected a number >= 0.001"),
+        ("[api]\nmax_connections = 0\n", "api.max_connections: expected an integer 1-1000000"),
     ])
     def test_bad_values(self, tmp_path: Path, text: str, expected: str) -> None:
         assert expected in _error(tmp_path, text)
