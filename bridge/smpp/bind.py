@@ -18,6 +18,7 @@ from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
+from bridge.smpp.adaptive import AdaptiveRate
 from bridge.smpp.backoff import ReconnectBackoff, ThrottleBackoff
 from bridge.smpp.ratelimit import TokenBucket
 from bridge.smpp.session import EsmeSession, SubmitAnswer
@@ -55,6 +56,8 @@ DeliverCallback = Callable[[str, str, "Pdu"], Deferred[int]]
 _MIN_REFILL_S = 0.002
 #: Longest wait for unbind_resp after draining, before the connection is cut.
 _UNBIND_GRACE_S = 5.0
+#: Lowest adapted rate (segments/s); an SMSC that throttles even this gets paused.
+_RATE_FLOOR = 1.0
 
 
 class _SessionFactory(Factory):
@@ -89,8 +92,10 @@ class Bind:
         self._backoff = ReconnectBackoff(config.reconnect_initial_s, config.reconnect_max_s,
                                          config.credentials_retry_s, rng)
         self._throttle = ThrottleBackoff(config.throttle_initial_s, config.throttle_max_s)
+        self._rate = AdaptiveRate(config.tps, floor=_RATE_FLOOR)
         self._bucket = (TokenBucket(config.tps, config.bucket_size, clock.seconds())
                         if config.tps is not None else None)
+        self._careful = 0  # accepts still to see, one in flight at a time, after a decrease
         self._factory = _SessionFactory(self)
         self._session: EsmeSession | None = None
         self._connecting: Deferred[EsmeSession] | None = None
@@ -272,7 +277,8 @@ class Bind:
         if session is None or not session.ready or not self.config.submits:
             return
         queue = self._queue
-        want = min(self.config.window - session.in_flight, len(queue))
+        window = 1 if self._careful else self.config.window
+        want = min(window - session.in_flight, len(queue))
         if want <= 0:
             return
         bucket = self._bucket
@@ -304,6 +310,8 @@ class Bind:
         accepted = 0
         throttled = 0
         fresh_accept = False
+        slowed = False
+        now = self.clock.seconds()
         bind_id = self.bind_id
         max_retries = self._policy.max_transient_retries
         for answer in answers:
@@ -317,6 +325,7 @@ class Bind:
             elif verdict is SubmitVerdict.THROTTLED:
                 throttled += 1
                 back.append(entry)
+                slowed = self._rate.throttled(answer.sent_at, now) or slowed
             elif verdict is SubmitVerdict.TRANSIENT:
                 entry.transient_failures += 1
                 what = "generic_nack" if answer.nacked else status_name(answer.status)
@@ -331,9 +340,17 @@ class Bind:
                 self._note_error(f"submit answered {status_name(answer.status)}")
                 outcomes.append(self._final(entry, answer.status, status_name(answer.status)))
         self.submitted += accepted
+        if accepted:
+            self._rate.accepted(accepted, now)
+            self._careful = max(0, self._careful - accepted)
+            if self._bucket is not None and self._rate.rate is not None:
+                self._bucket.set_rate(self._rate.rate, _burst(self._rate.rate), now)
         if throttled:
             self.throttled += throttled
-            self._pause()
+            if slowed:
+                self._slow_down(now)
+            elif self._rate.at_floor:
+                self._pause()
         elif fresh_accept and self._paused_until is None:
             self._throttle.reset()
         if back:
@@ -351,8 +368,27 @@ class Bind:
         self.log.info("submit.failed", segment_id=entry.segment.segment_id, status=why)
         return SubmitOutcome(entry.segment, status, None, True, self.bind_id)
 
+    def _slow_down(self, now: float) -> None:
+        """ESME_RTHROTTLED/RMSGQFUL: send slower from now on (see :mod:`bridge.smpp.adaptive`).
+
+        The saved tokens are dropped, so the throttled segments (back at the head of
+        the queue, in order) are the next to go, one token interval later; until a
+        window's worth is accepted again only one segment is in flight, so a segment
+        throttled then cannot be overtaken by a later one already on the wire.
+        """
+        rate = self._rate.rate
+        assert rate is not None
+        if self._bucket is None:
+            self._bucket = TokenBucket(rate, _burst(rate), now)
+        else:
+            self._bucket.set_rate(rate, _burst(rate), now)
+        self._bucket.drain(now)
+        self._careful = self.config.window
+        self.log.warning("bind.throttled", tps=round(rate, 2), decreases=self._rate.decreases,
+                         in_flight=self.in_flight)
+
     def _pause(self) -> None:
-        """ESME_RTHROTTLED/RMSGQFUL: the whole bind waits; the queue keeps its order."""
+        """Throttled even at the floor rate (a full queue, not a rate): the whole bind waits."""
         if self._paused_until is not None:
             return
         pause = self._throttle.next_pause()
@@ -432,3 +468,8 @@ class Bind:
         waiters, self._stop_waiters = self._stop_waiters, []
         for waiter in waiters:
             waiter.callback(None)
+
+
+def _burst(rate: float) -> int:
+    """Token-bucket capacity at an adapted rate: 50 ms worth, at least one."""
+    return max(1, round(rate / 20))
