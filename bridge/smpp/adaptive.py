@@ -13,6 +13,9 @@ configured ``tps`` (the ceiling) nor below a floor, like TCP's congestion window
   SMSC's limit lands near it in one round rather than in ten.
 - The increase per second is a fraction (``climb``) of the rate at the last decrease,
   at least 1/s, so a cycle takes about as long at 15 TPS as at 1,500.
+- A throttle before anything was accepted says nothing about the limit: the rate
+  drops to the floor and then doubles every second of acceptances (TCP's slow
+  start) until the next throttle.
 
 With no ceiling the bind sends unpaced until its first throttle; the controller then
 starts at the rate the SMSC accepted over the last second. Time is passed in, so tests drive it with a Clock.
@@ -33,7 +36,7 @@ class AdaptiveRate:
     """Current rate (segments per second) of one bind; ``None`` while unlimited."""
 
     __slots__ = ("_accepts", "_accepted_in_window", "_ceiling", "_climb", "_decrease",
-                 "_decreased_at", "_peak", "decreases", "floor", "rate")
+                 "_decreased_at", "_peak", "_slow_start", "decreases", "floor", "rate")
 
     def __init__(self, ceiling: float | None, floor: float, *, decrease: float = 0.7,
                  climb: float = 0.1) -> None:
@@ -50,6 +53,7 @@ class AdaptiveRate:
         self._decreased_at = -math.inf
         self._accepts: deque[tuple[float, int]] = deque()
         self._accepted_in_window = 0
+        self._slow_start = False
         self.decreases = 0
 
     @property
@@ -70,9 +74,12 @@ class AdaptiveRate:
         self._trim(now)
         if self.rate is None:
             return
-        per_second = max(1.0, self._climb * self._peak)
-        # +per_second over one second's worth of acceptances at the current rate
-        rate = self.rate + per_second * count / self.rate
+        if self._slow_start:
+            rate = self.rate + count  # +1 per acceptance: doubles over a second's worth
+        else:
+            per_second = max(1.0, self._climb * self._peak)
+            # +per_second over one second's worth of acceptances at the current rate
+            rate = self.rate + per_second * count / self.rate
         self.rate = rate if self._ceiling is None else min(self._ceiling, rate)
 
     def throttled(self, sent_at: float, now: float) -> bool:
@@ -91,6 +98,7 @@ class AdaptiveRate:
         if self.rate is not None and target >= self.rate:
             return False  # at the floor already
         self._peak = current
+        self._slow_start = measured == 0
         self.rate = target
         self._decreased_at = now
         self.decreases += 1

@@ -95,7 +95,6 @@ class Bind:
         self._rate = AdaptiveRate(config.tps, floor=_RATE_FLOOR)
         self._bucket = (TokenBucket(config.tps, config.bucket_size, clock.seconds())
                         if config.tps is not None else None)
-        self._careful = 0  # accepts still to see, one in flight at a time, after a decrease
         self._factory = _SessionFactory(self)
         self._session: EsmeSession | None = None
         self._connecting: Deferred[EsmeSession] | None = None
@@ -262,6 +261,7 @@ class Bind:
                     self.log.info("submit.failed", segment_id=entry.segment.segment_id,
                                   status=status_name(NO_RESPONSE), timeouts=entry.timeouts)
                     outcomes.append(SubmitOutcome(entry.segment, NO_RESPONSE, None, True, self.bind_id))
+                    self._queue.finished((entry,))
                     continue
             back.append(entry)
         self._queue.put_back(back)
@@ -277,8 +277,7 @@ class Bind:
         if session is None or not session.ready or not self.config.submits:
             return
         queue = self._queue
-        window = 1 if self._careful else self.config.window
-        want = min(window - session.in_flight, len(queue))
+        want = min(self.config.window - session.in_flight, len(queue))
         if want <= 0:
             return
         bucket = self._bucket
@@ -291,9 +290,17 @@ class Bind:
             want = granted
             if want == 0:
                 return
+        entries = queue.take(want)
+        if len(entries) < want:
+            # The rest are parts waiting for their predecessor's answer, which pumps again.
+            if bucket is not None:
+                bucket.refund(want - len(entries))
+            self._cancel("refill")
+        if not entries:
+            return
         self._pumping = True
         try:
-            rejected = session.submit(queue.take(want))
+            rejected = session.submit(entries)
         finally:
             self._pumping = False
         if session.in_flight > self.in_flight_peak:
@@ -311,6 +318,7 @@ class Bind:
         throttled = 0
         fresh_accept = False
         slowed = False
+        done: list[QueueEntry] = []
         now = self.clock.seconds()
         bind_id = self.bind_id
         max_retries = self._policy.max_transient_retries
@@ -319,6 +327,7 @@ class Bind:
             entry = answer.entry
             if verdict is SubmitVerdict.ACCEPTED:
                 accepted += 1
+                done.append(entry)
                 outcomes.append(SubmitOutcome(entry.segment, 0, answer.message_id, False, bind_id))
                 if answer.sent_at >= self._resumed_at:
                     fresh_accept = True
@@ -340,11 +349,12 @@ class Bind:
                 self._note_error(f"submit answered {status_name(answer.status)}")
                 outcomes.append(self._final(entry, answer.status, status_name(answer.status)))
         self.submitted += accepted
+        released = self._queue.finished(done)
         if accepted:
             self._rate.accepted(accepted, now)
-            self._careful = max(0, self._careful - accepted)
             if self._bucket is not None and self._rate.rate is not None:
                 self._bucket.set_rate(self._rate.rate, _burst(self._rate.rate), now)
+                self._cancel("refill")  # the pump below waits for a token at the new rate
         if throttled:
             self.throttled += throttled
             if slowed:
@@ -357,14 +367,15 @@ class Bind:
             self._queue.put_back(back)
         if self._sm.state is BindState.DRAINING and session.in_flight == 0:
             self._drained()
-        elif back:
-            self._on_requeued()
+        elif back or released:
+            self._on_requeued()  # every bind may take what came back or was waiting for it
         else:
             self.pump()
         if outcomes:
             self._on_outcomes(outcomes)
 
     def _final(self, entry: QueueEntry, status: int, why: str) -> SubmitOutcome:
+        self._queue.finished((entry,))
         self.log.info("submit.failed", segment_id=entry.segment.segment_id, status=why)
         return SubmitOutcome(entry.segment, status, None, True, self.bind_id)
 
@@ -372,9 +383,7 @@ class Bind:
         """ESME_RTHROTTLED/RMSGQFUL: send slower from now on (see :mod:`bridge.smpp.adaptive`).
 
         The saved tokens are dropped, so the throttled segments (back at the head of
-        the queue, in order) are the next to go, one token interval later; until a
-        window's worth is accepted again only one segment is in flight, so a segment
-        throttled then cannot be overtaken by a later one already on the wire.
+        the queue, in order) are the next to go, one token interval later.
         """
         rate = self._rate.rate
         assert rate is not None
@@ -383,7 +392,6 @@ class Bind:
         else:
             self._bucket.set_rate(rate, _burst(rate), now)
         self._bucket.drain(now)
-        self._careful = self.config.window
         self.log.warning("bind.throttled", tps=round(rate, 2), decreases=self._rate.decreases,
                          in_flight=self.in_flight)
 
@@ -471,5 +479,9 @@ class Bind:
 
 
 def _burst(rate: float) -> int:
-    """Token-bucket capacity at an adapted rate: 50 ms worth, at least one."""
-    return max(1, round(rate / 20))
+    """Token-bucket capacity at an adapted rate: 10 ms worth, at least one.
+
+    Small, so that near the SMSC's limit segments go out evenly spaced rather than in
+    bursts a throttle could cut through the middle of (reordering a message's parts).
+    """
+    return max(1, round(rate / 100))

@@ -41,6 +41,10 @@ class TokenBucket:
         missing = min(float(tokens), self.capacity) - self._tokens
         return max(0.0, missing / self.rate)
 
+    def refund(self, tokens: int) -> None:
+        """Give back tokens taken but not used."""
+        self._tokens = min(self.capacity, self._tokens + tokens)
+
     def set_rate(self, rate: float, capacity: int, now: float) -> None:
         """New rate and burst from ``now`` on (tokens saved so far are kept, up to capacity)."""
         if rate <= 0 or capacity < 1:

@@ -14,6 +14,7 @@ import pytest
 from smpplib import consts
 
 from bridge.smpp.adaptive import AdaptiveRate
+from bridge.smpp.queue import SegmentQueue
 from bridge.smpp.ratelimit import TokenBucket
 from bridge.smpp.types import OutboundSegment
 from carriers.sim.limits import TokenBucket as SmscBucket
@@ -28,6 +29,7 @@ class TestAdaptiveRate:
     def test_decrease_once_per_round(self) -> None:
         """Throttles of segments already on the wire at the last decrease do not decrease again."""
         rate = AdaptiveRate(100.0, floor=1.0)
+        rate.accepted(100, 0.5)
         assert rate.throttled(sent_at=1.0, now=1.1)
         assert rate.rate == pytest.approx(70.0)
         assert not rate.throttled(sent_at=1.05, now=1.12)  # sent before the decrease at 1.1
@@ -45,6 +47,7 @@ class TestAdaptiveRate:
     def test_additive_increase_bounded_by_ceiling(self) -> None:
         """A second of acceptances raises the rate by about 10 % of the last peak, never past the ceiling."""
         rate = AdaptiveRate(20.0, floor=1.0)
+        rate.accepted(20, -0.5)
         rate.throttled(sent_at=0.0, now=0.0)
         assert rate.rate == pytest.approx(14.0)
         for i in range(14):
@@ -61,6 +64,24 @@ class TestAdaptiveRate:
         while rate.throttled(sent_at=t, now=t + 0.01):
             t += 1.0
         assert rate.rate == 1.0 and rate.at_floor
+
+    def test_slow_start_after_a_blind_throttle(self) -> None:
+        """Throttled before anything was accepted: from the floor the rate doubles per second's worth."""
+        rate = AdaptiveRate(100.0, floor=1.0)
+        assert rate.throttled(sent_at=0.0, now=0.0)
+        assert rate.rate == pytest.approx(70.0)  # no acceptance measured: only the factor applies
+        rate = AdaptiveRate(None, floor=1.0)
+        assert rate.throttled(sent_at=0.0, now=0.0)
+        assert rate.rate == 1.0
+        rate.accepted(1, 1.0)
+        rate.accepted(2, 2.0)
+        assert rate.rate == 4.0
+        rate.accepted(4, 3.0)
+        assert rate.rate == 8.0
+        assert rate.throttled(sent_at=3.5, now=3.6)
+        assert rate.rate == 4.0  # what was accepted in the last second
+        rate.accepted(1, 4.0)
+        assert rate.rate == pytest.approx(4.25)  # additive from here: +1/s over 4 acceptances
 
     def test_unlimited_until_throttled(self) -> None:
         """Without a configured tps there is no rate until the first throttle, which starts from the accepted rate."""
@@ -114,6 +135,53 @@ class TestAgainstTpsLimit:
         assert status.throttled > 0
         # throttled answers are a small share of what was sent, not one in two
         assert status.throttled < 0.25 * len(ids)
+
+
+def _parts(msg_count: int, parts: int, first_id: int = 1, udh: bool = False) -> list[OutboundSegment]:
+    """Long messages to one number: SAR TLVs, or a concatenation UDH (8-bit reference)."""
+    out = []
+    for msg in range(msg_count):
+        for part in range(1, parts + 1):
+            sid = first_id + msg * parts + part - 1
+            if udh:
+                body, esm, sar = bytes([5, 0, 3, msg, parts, part]) + str(sid).encode(), 0x40, None
+            else:
+                body, esm, sar = str(sid).encode(), 0, (msg, parts, part)
+            out.append(OutboundSegment(sid, "cmcc", "1069", "+8613800138000", body, 0, esm, sar=sar))
+    return out
+
+
+class TestPartOrder:
+    @pytest.mark.parametrize("udh", [False, True])
+    def test_queue_holds_next_part_while_one_is_out(self, udh: bool) -> None:
+        """One part of a message out at a time; other messages and single segments go ahead."""
+        queue = SegmentQueue()
+        queue.push(_parts(2, 3, udh=udh))
+        queue.push(segments(100, 1))
+        first = queue.take(10)
+        assert [e.segment.segment_id for e in first] == [1, 4, 100]
+        assert queue.take(10) == []
+        assert queue.finished([first[0]])  # part 1 of message 0 accepted
+        second = queue.take(10)
+        assert [e.segment.segment_id for e in second] == [2]
+        queue.put_back(second)  # throttled: it comes back first
+        assert [e.segment.segment_id for e in queue.take(10)] == [2]
+        assert len(queue) == 3 and sorted(e.segment.segment_id for e in queue.take_all()) == [3, 5, 6]
+
+    def test_throttle_cannot_reorder_parts(self) -> None:
+        """An SMSC throttling every other submit: each message's parts are still accepted 1, 2, 3, 4."""
+        h = Harness.build(bind_config(window=10, tps=None))
+        arrivals = iter(range(1_000_000))
+        h.smsc.answer = lambda pdu: consts.SMPP_ESME_RTHROTTLED if next(arrivals) % 2 else 0
+        h.start()
+        h.link.enqueue(_parts(5, 4))
+        h.advance(60.0, step=0.01)
+        ids = h.smsc.accepted_ids()
+        assert sorted(ids) == list(range(1, 21))
+        for msg in range(5):
+            mine = [i for i in ids if (i - 1) // 4 == msg]
+            assert mine == sorted(mine), ids
+        assert h.link.snapshot()[0].throttled > 0
 
 
 # -- against the real simulator ------------------------------------------------------
@@ -182,5 +250,3 @@ class TestAgainstSimulator:
             msg, part = text[1:].split("p")
             parts.setdefault(msg, []).append(int(part))
         assert all(seq == list(range(1, len(seq) + 1)) for seq in parts.values()), parts
-        order = [int(msg) * PARTS + int(part) for msg, part in (t[1:].split("p") for t in texts)]
-        assert order == sorted(order)
