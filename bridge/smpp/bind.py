@@ -351,9 +351,12 @@ class Bind:
         self.submitted += accepted
         released = self._queue.finished(done)
         if accepted:
+            before = self._rate.rate
             self._rate.accepted(accepted, now)
-            if self._bucket is not None and self._rate.rate is not None:
-                self._bucket.set_rate(self._rate.rate, _burst(self._rate.rate), now)
+            rate = self._rate.rate
+            if rate != before and self._bucket is not None and rate is not None:
+                # climbing back after a throttle (a bind never throttled keeps its tps and burst)
+                self._bucket.set_rate(rate, _burst(rate), now)
                 self._cancel("refill")  # the pump below waits for a token at the new rate
         if throttled:
             self.throttled += throttled
