@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.web import server
 from twisted.web.resource import Resource
 
+from bridge.apiguard import ConnectionCap, DeadlineChannel
 from bridge.config import AppConfig, BridgeConfig
 from bridge.finaliser import iso_time
 from bridge.intake import IntakeError, IntakeService
@@ -26,7 +27,7 @@ from bridge.numbers import InvalidNumberError, normalise_number
 from bridge.store import Store, StoreError
 from bridge.store.records import BlacklistEntry
 
-__all__ = ["ApiState", "BoundedRequest", "build_site"]
+__all__ = ["ApiState", "BoundedRequest", "build_site", "capped"]
 
 log = structlog.get_logger("api")
 
@@ -360,7 +361,9 @@ def build_site(config: BridgeConfig, store: Store, intake: IntakeService, state:
     root.putChild(b"openapi.json", OpenApiResource(ctx))
     from bridge.console import install_console  # the console's resources build on this module
     install_console(root, v1, ctx)
-    site = server.Site(root)
+    site = server.Site(root, timeout=config.api.idle_timeout_s)
+    site.protocol = type("Channel", (DeadlineChannel,), {"header_timeout_s": config.api.header_timeout_s,
+                                                         "body_timeout_s": config.api.body_timeout_s})
     bounded = type("Request", (BoundedRequest,), {"max_body_bytes": config.api.max_body_bytes})
     site.requestFactory = bounded
     site.displayTracebacks = False
@@ -368,3 +371,7 @@ def build_site(config: BridgeConfig, store: Store, intake: IntakeService, state:
     site.log = lambda request: None  # per-request access logs cost more than the request
     return site
 
+
+def capped(site: server.Site, config: BridgeConfig) -> ConnectionCap:
+    """The site behind ``[api] max_connections``: what the daemon listens with."""
+    return ConnectionCap(site, config.api.max_connections)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bridge.numbers import InvalidNumberError, normalise_number
 from bridge.urlpolicy import parse_host_port
 from carriers.profiles import CARRIER_IDS, CarrierProfile, ProfileError, load_profiles
 
@@ -26,6 +27,7 @@ __all__ = [
     "CallbackConfig",
     "CarrierConfig",
     "ChannelConfig",
+    "ClusterConfig",
     "ConfigError",
     "LogConfig",
     "RulesConfig",
@@ -51,14 +53,20 @@ class ApiConfig:
     port: int = 8470
     max_body_bytes: int = 1_048_576
     operator_token: str = field(default="", repr=False)
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    idle_timeout_s: float = 60.0
+    max_connections: int = 512
 
 
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
+    """``url`` (a PostgreSQL URL, inline or from ``url_env``) wins over ``path`` when given."""
+
     path: Path = Path("var/bridge.db")
     commit_interval_ms: int = 5
-    url: str | None = None          # postgresql://... : the PostgreSQL backend instead of SQLite
-    retention_days: float = 90.0    # FAQ 12.15: send records are kept at least 90 days
+    url: str | None = field(default=None, repr=False)   # postgresql://...: PostgreSQL instead of SQLite
+    retention_days: int = 90        # FAQ 12.15: send records are kept at least 90 days
 
     @property
     def backend(self) -> str:
@@ -93,6 +101,7 @@ class RulesConfig:
     quiet_end_min: int = 8 * 60
     utc_offset_hours: float = 8.0
     exempt_numbers: frozenset[str] = frozenset()
+    limit_international: bool = False
     unsubscribe_keywords: tuple[str, ...] = DEFAULT_UNSUBSCRIBE_KEYWORDS
     mo_reassembly_ttl_s: float = 600.0
 
@@ -175,20 +184,61 @@ class BridgeConfig:
     routing_overrides: dict[str, str]
 
 
+class _Table(dict[str, Any]):
+    """A config table that remembers which keys the loader looked at.
+
+    Whatever was never read is unknown: :meth:`_Reader.check_unknown` reports it, so
+    a key the loader learns to read is accepted without a second list to maintain.
+    """
+
+    def __init__(self, data: dict[str, Any], key: str) -> None:
+        super().__init__(data)
+        self.key = key
+        self.read: set[str] = set()
+
+    def get(self, name: str, default: Any = None) -> Any:  # noqa: D102
+        self.read.add(name)
+        return super().get(name, default)
+
+    def __getitem__(self, name: str) -> Any:
+        self.read.add(name)
+        return super().__getitem__(name)
+
+    def __contains__(self, name: object) -> bool:
+        if isinstance(name, str):
+            self.read.add(name)
+        return super().__contains__(name)
+
+
 class _Reader:
     """Typed accessors that turn a bad value into a one-line ConfigError."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._tables: list[_Table] = []
 
     def fail(self, key: str, problem: str) -> ConfigError:
         return ConfigError(f"{self.path}: {key}: {problem}")
 
-    def table(self, data: dict[str, Any], key: str, name: str) -> dict[str, Any]:
+    def track(self, value: dict[str, Any], key: str) -> _Table:
+        """Watch ``value``'s keys: any key not read by the end is an error."""
+        table = _Table(value, key)
+        self._tables.append(table)
+        return table
+
+    def table(self, data: dict[str, Any], key: str, name: str, *, free: bool = False) -> dict[str, Any]:
+        """The table ``name``; ``free`` tables (keyed by ids or numbers) are not key-checked."""
         value = data.get(name, {})
         if not isinstance(value, dict):
             raise self.fail(key, f"expected a table, got {value!r}")
-        return value
+        return value if free else self.track(value, key)
+
+    def check_unknown(self) -> None:
+        for table in self._tables:
+            for name in table:
+                if name not in table.read:
+                    known = ", ".join(sorted(table.read)) or "none"
+                    raise self.fail(f"{table.key}.{name}", f"unknown key (known here: {known})")
 
     def int(self, data: dict[str, Any], key: str, name: str, default: int, lo: int, hi: int) -> int:
         value = data.get(name, default)
@@ -264,7 +314,7 @@ def load_config(path: Path | str | None = None, *, profiles_path: Path | None = 
     except ProfileError as exc:
         raise ConfigError(str(exc)) from None
 
-    known = {"api", "store", "cluster", "logging", "simulator", "rules", "callbacks", "carriers", "apps",
+    known = {"api", "cluster", "store", "logging", "simulator", "rules", "callbacks", "carriers", "apps",
              "channels", "templates", "routing"}
     for key in raw:
         if key not in known:
@@ -276,6 +326,10 @@ def load_config(path: Path | str | None = None, *, profiles_path: Path | None = 
         port=rd.int(a, "api.port", "port", 8470, 0, 65535),
         max_body_bytes=rd.int(a, "api.max_body_bytes", "max_body_bytes", 1_048_576, 1024, 64 * 1024 * 1024),
         operator_token=_secret(rd, a, "api.operator_token", "operator_token"),
+        header_timeout_s=rd.num(a, "api.header_timeout_s", "header_timeout_s", 10.0, 0.001),
+        body_timeout_s=rd.num(a, "api.body_timeout_s", "body_timeout_s", 30.0, 0.001),
+        idle_timeout_s=rd.num(a, "api.idle_timeout_s", "idle_timeout_s", 60.0, 0.001),
+        max_connections=rd.int(a, "api.max_connections", "max_connections", 512, 1, 1_000_000),
     )
     s = rd.table(raw, "store", "store")
     url = _secret(rd, s, "store.url", "url") or None
@@ -285,14 +339,12 @@ def load_config(path: Path | str | None = None, *, profiles_path: Path | None = 
         path=Path(rd.str(s, "store.path", "path", "var/bridge.db")),
         commit_interval_ms=rd.int(s, "store.commit_interval_ms", "commit_interval_ms", 5, 0, 1000),
         url=url,
-        retention_days=rd.num(s, "store.retention_days", "retention_days", 90.0, 0.0001),
+        retention_days=rd.int(s, "store.retention_days", "retention_days", 90, 1, 100_000),
     )
     cl = rd.table(raw, "cluster", "cluster")
-    node = cl.get("node")
-    if node is not None and (not isinstance(node, str) or not node.strip()):
-        raise rd.fail("cluster.node", "expected a non-empty string")
     cluster = ClusterConfig(
-        node=node, failover_s=rd.num(cl, "cluster.failover_s", "failover_s", 10.0, 0.5),
+        node=rd.str(cl, "cluster.node", "node") if cl.get("node") is not None else None,
+        failover_s=rd.num(cl, "cluster.failover_s", "failover_s", 10.0, 0.5),
     )
     lg = rd.table(raw, "logging", "logging")
     logging_cfg = LogConfig(
@@ -317,7 +369,9 @@ def load_config(path: Path | str | None = None, *, profiles_path: Path | None = 
         quiet_start_min=rd.hhmm("rules.quiet_hours[0]", quiet[0]),
         quiet_end_min=rd.hhmm("rules.quiet_hours[1]", quiet[1]),
         utc_offset_hours=rd.num(r, "rules.utc_offset_hours", "utc_offset_hours", 8.0, -12.0),
-        exempt_numbers=frozenset(rd.strings(r, "rules.exempt_numbers", "exempt_numbers")),
+        exempt_numbers=_numbers(rd, rd.strings(r, "rules.exempt_numbers", "exempt_numbers"),
+                                "rules.exempt_numbers"),
+        limit_international=rd.bool(r, "rules.limit_international", "limit_international", False),
         unsubscribe_keywords=rd.strings(r, "rules.unsubscribe_keywords", "unsubscribe_keywords")
         or DEFAULT_UNSUBSCRIBE_KEYWORDS,
         mo_reassembly_ttl_s=rd.num(r, "rules.mo_reassembly_ttl_s", "mo_reassembly_ttl_s", 600.0, 0.001),
@@ -334,15 +388,16 @@ def load_config(path: Path | str | None = None, *, profiles_path: Path | None = 
         receiver_concurrency=rd.int(cb, "callbacks.receiver_concurrency", "receiver_concurrency",
                                     16, 1, 10_000),
     )
-    carriers = _carriers(rd, rd.table(raw, "carriers", "carriers"), profiles, simulator)
+    carriers = _carriers(rd, rd.table(raw, "carriers", "carriers", free=True), profiles, simulator)
     apps = _apps(rd, raw.get("apps", []))
     channels = _channels(rd, raw.get("channels", []), apps)
     templates = _templates(rd, raw.get("templates", []))
     ro = rd.table(raw, "routing", "routing")
-    overrides = rd.table(ro, "routing.overrides", "overrides")
+    overrides = rd.table(ro, "routing.overrides", "overrides", free=True)
     for number, carrier in overrides.items():
         if carrier not in carriers:
             raise rd.fail(f"routing.overrides.{number}", f"unknown carrier {_show(carrier)}")
+    rd.check_unknown()
     return BridgeConfig(
         path=path, api=api, store=store, cluster=cluster, logging=logging_cfg, simulator=simulator, rules=rules,
         callbacks=callbacks, carriers=carriers, apps=apps, channels=channels, templates=templates,
@@ -360,6 +415,7 @@ def _display_path(path: Path) -> Path:
 def _secret(rd: _Reader, data: dict[str, Any], key: str, name: str) -> str:
     """A secret is either inline or read from the environment variable ``<name>_env`` names."""
     env_name = data.get(f"{name}_env")
+    inline = data.get(name)
     if env_name is not None:
         if not isinstance(env_name, str) or not env_name:
             raise rd.fail(f"{key}_env", f"expected an environment variable name, got {_show(env_name)}")
@@ -367,7 +423,7 @@ def _secret(rd: _Reader, data: dict[str, Any], key: str, name: str) -> str:
         if value is None:
             raise rd.fail(f"{key}_env", f"environment variable {env_name} is not set")
         return value
-    value = data.get(name, "")
+    value = "" if inline is None else inline
     if not isinstance(value, str):
         raise rd.fail(key, "expected a string")
     return value
@@ -382,6 +438,7 @@ def _carriers(rd: _Reader, data: dict[str, Any], profiles: dict[str, CarrierProf
             raise rd.fail(key, f"unknown carrier id (expected one of {', '.join(CARRIER_IDS)})")
         if not isinstance(c, dict):
             raise rd.fail(key, "expected a table")
+        c = rd.track(c, key)
         prof = profiles[cid]
         binds_raw = c.get("binds", [{"type": "transceiver", "count": 1}])
         if not isinstance(binds_raw, list) or not binds_raw:
@@ -391,6 +448,7 @@ def _carriers(rd: _Reader, data: dict[str, Any], profiles: dict[str, CarrierProf
             bkey = f"{key}.binds[{i}]"
             if not isinstance(b, dict):
                 raise rd.fail(bkey, "expected a table {type, count}")
+            b = rd.track(b, bkey)
             binds.append(BindSpec(
                 type=rd.choice(b, f"{bkey}.type", "type", None, BIND_TYPES),
                 count=rd.int(b, f"{bkey}.count", "count", 1, 1, 64),
@@ -435,10 +493,21 @@ def _valid_webhook_secret(secret: str) -> bool:
         return False
 
 
-def _list_of_tables(rd: _Reader, value: object, key: str) -> list[dict[str, Any]]:
+def _list_of_tables(rd: _Reader, value: object, key: str) -> list[_Table]:
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
         raise rd.fail(key, f"expected an array of tables ([[{key}]]), got {_show(value)}")
-    return value
+    return [rd.track(v, f"{key}[{i}]") for i, v in enumerate(value)]
+
+
+def _numbers(rd: _Reader, values: tuple[str, ...], key: str) -> frozenset[str]:
+    """Phone numbers in config get the same E.164 normalisation as numbers in requests."""
+    out = set()
+    for i, value in enumerate(values):
+        try:
+            out.add(normalise_number(value))
+        except InvalidNumberError as exc:
+            raise rd.fail(f"{key}[{i}]", f"not a phone number: {exc}") from None
+    return frozenset(out)
 
 
 def _apps(rd: _Reader, value: object) -> dict[str, AppConfig]:

@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ReactorNotRunning
 from twisted.internet.task import LoopingCall
 
-from bridge.api import ApiState, build_site
+from bridge.api import ApiState, build_site, capped
 from bridge.config import BridgeConfig, CarrierConfig
 from bridge.dispatcher import Dispatcher
 from bridge.finaliser import Finaliser
@@ -130,7 +130,7 @@ class Daemon:
         await self.dispatcher.start()
         await store.durable()
         site = build_site(cfg, store, self.intake, self.api_state)
-        self.api_port = reactor.listenTCP(cfg.api.port, site, interface=cfg.api.host)
+        self.api_port = reactor.listenTCP(cfg.api.port, capped(site, cfg), interface=cfg.api.host)
         self.pusher.start()
         self.gauges.start(reactor)
         self.pruner.start()

@@ -150,7 +150,8 @@ class IntakeService:
         self._now = clock_now
         self._refs = refs or ConcatRefCounter(start=secrets.randbelow(256))
         self._gate = _RecipientGate()
-        self._limiter = FrequencyLimiter(config.rules.exempt_numbers)
+        self._limiter = FrequencyLimiter(config.rules.exempt_numbers,
+                                         limit_international=config.rules.limit_international)
         self._window = SendingWindow(config.rules.quiet_start_min, config.rules.quiet_end_min,
                                      config.rules.utc_offset_hours)
         self.accepted = 0
@@ -186,7 +187,7 @@ class IntakeService:
         try:
             now = self._now()
             blacklisted = await self._store.blacklist.listed(req.sender, numbers)
-            limited = [n for n in numbers if n not in blacklisted and not self._limiter.exempt(n)]
+            limited = [n for n in numbers if n not in blacklisted and self._limiter.applies_to(n)]
             history = await self._store.messages.recent_sends(limited, now - 86_400) if limited else []
             accepted = self._build(req, blacklisted, history, now)
             stored = [self._store.messages.insert(accepted.messages)]
@@ -226,7 +227,12 @@ class IntakeService:
                 content = template.render(params)
             except TemplateParamError as exc:
                 raise IntakeError("E200028", str(exc)) from None
-            klass = klass or cfg.templates[template_id].klass
+            template_class = cfg.templates[template_id].klass
+            if klass is not None and klass != template_class:
+                # The template's class decides (quiet hours, limits); a request cannot upgrade it.
+                raise IntakeError("E200003", f"class: template {template_id!r} is {template_class!r}, "
+                                             f"the request says {klass!r}")
+            klass = template_class
         else:
             if params not in (None, []):
                 raise IntakeError("E200028", "templateParas: not allowed with body")

@@ -14,8 +14,10 @@ from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 import structlog
+from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogBeginner
+from zope.interface import implementer
 
-__all__ = ["BODY_KEYS", "NUMBER_KEYS", "Redactor", "configure_logging", "mask_number"]
+__all__ = ["BODY_KEYS", "NUMBER_KEYS", "Redactor", "TwistedToStructlog", "configure_logging", "mask_number"]
 
 NUMBER_KEYS = frozenset({
     "to", "from", "number", "recipient", "destination_addr", "source_addr", "msisdn", "origin_to",
@@ -92,6 +94,45 @@ class Redactor:
         return event
 
 
+_TWISTED_LEVELS = {
+    LogLevel.debug: "debug", LogLevel.info: "info", LogLevel.warn: "warning",
+    LogLevel.error: "error", LogLevel.critical: "critical",
+}
+
+
+@implementer(ILogObserver)
+class TwistedToStructlog:
+    """Twisted's own log events (unhandled errors in Deferreds, connection failures...)
+    as structlog events, so they are rendered, filtered and redacted like ours: one JSON
+    line each, the traceback inside it instead of plain text between the lines."""
+
+    def __init__(self) -> None:
+        self._log = structlog.get_logger("twisted")
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        level = _TWISTED_LEVELS.get(event.get("log_level", LogLevel.info), "info")
+        fields: dict[str, Any] = {"namespace": event.get("log_namespace", "?"),
+                                  "message": formatEvent(event)}
+        failure = event.get("log_failure")
+        if failure is not None:
+            fields["exception"] = failure.getTraceback()
+            if level in ("debug", "info", "warning"):
+                level = "error"
+        getattr(self._log, level)("twisted.log", **fields)
+
+
+_twisted_routed = False
+
+
+def _route_twisted_logging() -> None:
+    """Hand Twisted's global log to structlog, once per process (Twisted allows one start)."""
+    global _twisted_routed
+    if _twisted_routed:
+        return
+    _twisted_routed = True
+    globalLogBeginner.beginLoggingTo([TwistedToStructlog()], discardBuffer=False, redirectStandardIO=False)
+
+
 def configure_logging(level: str = "info", fmt: str | None = None, redact: bool = True,
                       stream: Any = None, channels: Iterable[str] = ()) -> None:
     """Configure structlog once, in the entry point. ``fmt`` None: console on a TTY, else JSON.
@@ -116,3 +157,4 @@ def configure_logging(level: str = "info", fmt: str | None = None, redact: bool 
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=True,
     )
+    _route_twisted_logging()

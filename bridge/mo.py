@@ -154,11 +154,25 @@ def longest_channel(channels: Mapping[str, ChannelConfig], destination: str) -> 
     return None
 
 
+#: SMPP 3.4 source_addr is at most 20 characters; shorter than 3 is no subscriber.
+_MO_DIGITS: Final = range(3, 21)
+
+
 def _e164_or_raw(raw: str) -> str:
     try:
         return normalise_number(raw)
     except InvalidNumberError:
         return raw
+
+
+def valid_mo_source(raw: str) -> bool:
+    """Digits with an optional leading ``+``, 3 to 20 of them: anything else is not a sender.
+
+    Such an MO is still stored and forwarded (flagged), but it never reaches a blacklist,
+    where ``abc\xff\xfe`` would sit for ever matching nobody.
+    """
+    digits = raw[1:] if raw.startswith("+") else raw
+    return digits.isascii() and digits.isdigit() and len(digits) in _MO_DIGITS
 
 
 class MoHandler:
@@ -324,7 +338,11 @@ class MoHandler:
                        *, incomplete: bool) -> bool:
         """Store the MO, apply an unsubscribe, queue the uplink push; True if a push was queued."""
         now = self._now()
-        number = _e164_or_raw(raw_source)
+        valid_source = valid_mo_source(raw_source)
+        number = _e164_or_raw(raw_source) if valid_source else raw_source
+        if not valid_source:
+            # ascii(): escapes make the garbage readable; the redactor still masks digit runs.
+            log.warning("mo.invalid_source", carrier=carrier, source_addr=ascii(raw_source))
         channel = longest_channel(self._config.channels, destination)
         app = self._config.apps.get(channel.app) if channel is not None else None
         mo_id = new_message_id(received_at)
@@ -341,13 +359,16 @@ class MoHandler:
         ))
         self._stored += 1
         self._check_carrier(carrier, mo_id)
-        if unsubscribe:
+        if unsubscribe and valid_source:
             await self._unsubscribe(channel, number, now, mo_id)
+        elif unsubscribe:
+            log.warning("mo.unsubscribe_invalid_source", mo_id=mo_id)
         if channel is None:
             self._unknown += 1
             log.warning("mo.unknown_destination", mo_id=mo_id, carrier=carrier,
                         destination=mask_number(destination))
-        queued = await self._queue_uplink(app, mo_id, number, destination, body, received_at, now)
+        queued = await self._queue_uplink(app, mo_id, number, destination, body, received_at, now,
+                                          valid_source=valid_source)
         log.info("mo.stored", mo_id=mo_id, carrier=carrier,
                  channel=channel.number if channel is not None else None,
                  app=app.id if app is not None else None, incomplete=incomplete, unsubscribe=unsubscribe,
@@ -372,17 +393,17 @@ class MoHandler:
                  already_listed=not added)
 
     async def _queue_uplink(self, app: AppConfig | None, mo_id: str, number: str, destination: str, body: str,
-                            received_at: float, now: float) -> bool:
+                            received_at: float, now: float, *, valid_source: bool = True) -> bool:
         if app is None:
             return False
         if not app.uplink_url:
             log.info("mo.no_uplink_url", mo_id=mo_id, app=app.id)
             return False
-        payload = json.dumps(
-            {"smsMsgId": mo_id, "from": number, "to": destination, "body": body,
-             "createTime": iso_time(received_at)},
-            ensure_ascii=False, separators=(",", ":"),
-        )
+        fields: dict[str, Any] = {"smsMsgId": mo_id, "from": number, "to": destination, "body": body,
+                                  "createTime": iso_time(received_at)}
+        if not valid_source:
+            fields["fromInvalid"] = True  # not a phone number: the application decides what to do
+        payload = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
         if await self._store.outbox.queue(PushKind.UPLINK, mo_id, app.uplink_url, payload, now) is None:
             return False
         self._pushed += 1

@@ -41,6 +41,7 @@ __all__ = [
     "FINAL_STATUSES",
     "MESSAGE_STATE_STATS",
     "MappedStatus",
+    "RAW_FIELD_MAX",
     "Receipt",
     "ReceiptParseError",
     "StatusMap",
@@ -70,6 +71,8 @@ _DATA_CODING_UCS2 = 8
 _MAX_ID = 65          # SMPP message_id is at most 65 octets
 _MAX_CODE = 32        # a stat or err longer than this is garbage; keep a bounded prefix
 _JSON_VERSION = 1
+#: Stored characters of each receipt field (JSON-escaped): plenty for any real receipt.
+RAW_FIELD_MAX = 2048
 
 # Appendix B exactly: lower-case labels (Text may be capitalised), 3-digit sub/dlvrd,
 # 10-digit dates, 7-character stat, 3-character err, up to 20 characters of text.
@@ -210,22 +213,35 @@ def receipt_datetime(value: str) -> datetime | None:
 
 
 def receipt_to_json(receipt: Receipt) -> str:
-    """One line of ASCII JSON, so raw receipts can be logged and replayed (JSON lines)."""
-    return json.dumps(
-        {
-            "v": _JSON_VERSION,
-            "message_id": receipt.message_id,
-            "stat": receipt.stat,
-            "err": receipt.err,
-            "message_state": receipt.message_state,
-            "submit_date": receipt.submit_date,
-            "done_date": receipt.done_date,
-            "text": receipt.text,
-            "source": receipt.source,
-            "raw": receipt.raw,
-        },
-        separators=(",", ":"),
-    )
+    """One line of ASCII JSON, so raw receipts can be logged and replayed (JSON lines).
+
+    Each text field is cut to :data:`RAW_FIELD_MAX` characters of JSON, so an SMSC that
+    sends a 60 KB receipt cannot grow the store by 60 KB a time; the cut fields are
+    listed under ``"truncated"`` with their original lengths, and the line still reads
+    back with :func:`receipt_from_json`.
+    """
+    fields: dict[str, object] = {"v": _JSON_VERSION}
+    truncated: dict[str, int] = {}
+    for key in ("message_id", "stat", "err", "message_state", "submit_date", "done_date", "text",
+                "source", "raw"):
+        value = getattr(receipt, key)
+        if isinstance(value, str):
+            kept = _capped(value)
+            if len(kept) < len(value):
+                truncated[key] = len(value)
+            value = kept
+        fields[key] = value
+    if truncated:
+        fields["truncated"] = truncated
+    return json.dumps(fields, separators=(",", ":"))
+
+
+def _capped(value: str) -> str:
+    """The longest prefix of ``value`` whose ASCII JSON form fits in RAW_FIELD_MAX characters."""
+    cut = value[:RAW_FIELD_MAX]
+    while len(json.dumps(cut)) - 2 > RAW_FIELD_MAX:
+        cut = cut[: len(cut) * RAW_FIELD_MAX // (len(json.dumps(cut)) - 2)]
+    return cut
 
 
 def receipt_from_json(obj: str | bytes | Mapping[str, object]) -> Receipt:

@@ -12,7 +12,9 @@ from datetime import UTC, datetime, timedelta
 
 from bridge.store.records import RecentSend
 
-__all__ = ["FREQUENCY_WINDOWS", "FrequencyLimiter", "SendingWindow", "Verdict"]
+__all__ = ["FREQUENCY_WINDOWS", "MAINLAND_PREFIX", "FrequencyLimiter", "SendingWindow", "Verdict"]
+
+MAINLAND_PREFIX = "+86"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,18 +43,25 @@ FREQUENCY_WINDOWS = (
 
 
 class FrequencyLimiter:
-    """Counts messages already accepted to a number; exempt numbers are never limited."""
+    """Counts messages already accepted to a number; exempt numbers are never limited.
 
-    def __init__(self, exempt: frozenset[str]) -> None:
+    The limits are the Chinese mainland's (+86); other numbers are only limited when
+    ``limit_international`` is set.
+    """
+
+    def __init__(self, exempt: frozenset[str], *, limit_international: bool = False) -> None:
         self._exempt = exempt
+        self._international = limit_international
 
-    def exempt(self, recipient: str) -> bool:
-        return recipient in self._exempt
+    def applies_to(self, recipient: str) -> bool:
+        if recipient in self._exempt:
+            return False
+        return self._international or recipient.startswith(MAINLAND_PREFIX)
 
     def check(self, recipient: str, content_hash: str, now: float,
               history: Sequence[RecentSend]) -> Verdict | None:
         """The verdict for one more message, given the counted sends of the last 24 h."""
-        if recipient in self._exempt or not history:
+        if not self.applies_to(recipient) or not history:
             return None
         for w in FREQUENCY_WINDOWS:
             since = now - w.seconds

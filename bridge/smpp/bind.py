@@ -19,6 +19,7 @@ from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
 from bridge.latency import LATENCY
+from bridge.smpp.adaptive import AdaptiveRate
 from bridge.smpp.backoff import ReconnectBackoff, ThrottleBackoff
 from bridge.smpp.ratelimit import TokenBucket
 from bridge.smpp.session import EsmeSession, SubmitAnswer
@@ -56,6 +57,8 @@ DeliverCallback = Callable[[str, str, "Pdu"], Deferred[int]]
 _MIN_REFILL_S = 0.002
 #: Longest wait for unbind_resp after draining, before the connection is cut.
 _UNBIND_GRACE_S = 5.0
+#: Lowest adapted rate (segments/s); an SMSC that throttles even this gets paused.
+_RATE_FLOOR = 1.0
 
 
 class _SessionFactory(Factory):
@@ -90,6 +93,7 @@ class Bind:
         self._backoff = ReconnectBackoff(config.reconnect_initial_s, config.reconnect_max_s,
                                          config.credentials_retry_s, rng)
         self._throttle = ThrottleBackoff(config.throttle_initial_s, config.throttle_max_s)
+        self._rate = AdaptiveRate(config.tps, floor=_RATE_FLOOR)
         self._bucket = (TokenBucket(config.tps, config.bucket_size, clock.seconds())
                         if config.tps is not None else None)
         self._factory = _SessionFactory(self)
@@ -258,6 +262,7 @@ class Bind:
                     self.log.info("submit.failed", segment_id=entry.segment.segment_id,
                                   status=status_name(NO_RESPONSE), timeouts=entry.timeouts)
                     outcomes.append(SubmitOutcome(entry.segment, NO_RESPONSE, None, True, self.bind_id))
+                    self._queue.finished((entry,))
                     continue
             back.append(entry)
         self._queue.put_back(back)
@@ -286,9 +291,17 @@ class Bind:
             want = granted
             if want == 0:
                 return
+        entries = queue.take(want)
+        if len(entries) < want:
+            # The rest are parts waiting for their predecessor's answer, which pumps again.
+            if bucket is not None:
+                bucket.refund(want - len(entries))
+            self._cancel("refill")
+        if not entries:
+            return
         self._pumping = True
         try:
-            rejected = session.submit(queue.take(want))
+            rejected = session.submit(entries)
         finally:
             self._pumping = False
         if session.in_flight > self.in_flight_peak:
@@ -305,6 +318,9 @@ class Bind:
         accepted = 0
         throttled = 0
         fresh_accept = False
+        slowed = False
+        done: list[QueueEntry] = []
+        now = self.clock.seconds()
         bind_id = self.bind_id
         max_retries = self._policy.max_transient_retries
         for answer in answers:
@@ -312,12 +328,14 @@ class Bind:
             entry = answer.entry
             if verdict is SubmitVerdict.ACCEPTED:
                 accepted += 1
+                done.append(entry)
                 outcomes.append(SubmitOutcome(entry.segment, 0, answer.message_id, False, bind_id))
                 if answer.sent_at >= self._resumed_at:
                     fresh_accept = True
             elif verdict is SubmitVerdict.THROTTLED:
                 throttled += 1
                 back.append(entry)
+                slowed = self._rate.throttled(answer.sent_at, now) or slowed
             elif verdict is SubmitVerdict.TRANSIENT:
                 entry.transient_failures += 1
                 what = "generic_nack" if answer.nacked else status_name(answer.status)
@@ -333,28 +351,57 @@ class Bind:
                 outcomes.append(self._final(entry, answer.status, status_name(answer.status)))
         LATENCY.submit_answers(self.config.carrier, bind_id, answers, self.clock.seconds())
         self.submitted += accepted
+        released = self._queue.finished(done)
+        if accepted:
+            before = self._rate.rate
+            self._rate.accepted(accepted, now)
+            rate = self._rate.rate
+            if rate != before and self._bucket is not None and rate is not None:
+                # climbing back after a throttle (a bind never throttled keeps its tps and burst)
+                self._bucket.set_rate(rate, _burst(rate), now)
+                self._cancel("refill")  # the pump below waits for a token at the new rate
         if throttled:
             self.throttled += throttled
-            self._pause()
+            if slowed:
+                self._slow_down(now)
+            elif self._rate.at_floor:
+                self._pause()
         elif fresh_accept and self._paused_until is None:
             self._throttle.reset()
         if back:
             self._queue.put_back(back)
         if self._sm.state is BindState.DRAINING and session.in_flight == 0:
             self._drained()
-        elif back:
-            self._on_requeued()
+        elif back or released:
+            self._on_requeued()  # every bind may take what came back or was waiting for it
         else:
             self.pump()
         if outcomes:
             self._on_outcomes(outcomes)
 
     def _final(self, entry: QueueEntry, status: int, why: str) -> SubmitOutcome:
+        self._queue.finished((entry,))
         self.log.info("submit.failed", segment_id=entry.segment.segment_id, status=why)
         return SubmitOutcome(entry.segment, status, None, True, self.bind_id)
 
+    def _slow_down(self, now: float) -> None:
+        """ESME_RTHROTTLED/RMSGQFUL: send slower from now on (see :mod:`bridge.smpp.adaptive`).
+
+        The saved tokens are dropped, so the throttled segments (back at the head of
+        the queue, in order) are the next to go, one token interval later.
+        """
+        rate = self._rate.rate
+        assert rate is not None
+        if self._bucket is None:
+            self._bucket = TokenBucket(rate, _burst(rate), now)
+        else:
+            self._bucket.set_rate(rate, _burst(rate), now)
+        self._bucket.drain(now)
+        self.log.warning("bind.throttled", tps=round(rate, 2), decreases=self._rate.decreases,
+                         in_flight=self.in_flight)
+
     def _pause(self) -> None:
-        """ESME_RTHROTTLED/RMSGQFUL: the whole bind waits; the queue keeps its order."""
+        """Throttled even at the floor rate (a full queue, not a rate): the whole bind waits."""
         if self._paused_until is not None:
             return
         pause = self._throttle.next_pause()
@@ -434,3 +481,12 @@ class Bind:
         waiters, self._stop_waiters = self._stop_waiters, []
         for waiter in waiters:
             waiter.callback(None)
+
+
+def _burst(rate: float) -> int:
+    """Token-bucket capacity at an adapted rate: 10 ms worth, at least one.
+
+    Small, so that near the SMSC's limit segments go out evenly spaced rather than in
+    bursts a throttle could cut through the middle of (reordering a message's parts).
+    """
+    return max(1, round(rate / 100))

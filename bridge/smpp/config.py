@@ -26,8 +26,10 @@ class BindConfig:
     number of submit_sm awaiting their response. Reconnects back off exponentially
     from ``reconnect_initial_s`` to ``reconnect_max_s`` with jitter; a refused bind
     for bad credentials backs off from the slower ``credentials_retry_s``. A
-    throttling answer pauses the bind for ``throttle_initial_s``, doubling while the
-    SMSC keeps throttling, up to ``throttle_max_s``. The reconnect backoff only starts
+    throttling answer lowers the bind's send rate, which then climbs back while the
+    SMSC accepts, never above ``tps`` (:mod:`bridge.smpp.adaptive`); throttled even at
+    the lowest rate (1/s), the bind pauses for ``throttle_initial_s``, doubling while
+    the SMSC keeps throttling, up to ``throttle_max_s``. The reconnect backoff only starts
     over once a bind has stayed up ``stable_after_s``, so an SMSC that accepts binds and
     drops them at once is not hammered.
     """

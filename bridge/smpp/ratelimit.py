@@ -41,6 +41,24 @@ class TokenBucket:
         missing = min(float(tokens), self.capacity) - self._tokens
         return max(0.0, missing / self.rate)
 
+    def refund(self, tokens: int) -> None:
+        """Give back tokens taken but not used."""
+        self._tokens = min(self.capacity, self._tokens + tokens)
+
+    def set_rate(self, rate: float, capacity: int, now: float) -> None:
+        """New rate and burst from ``now`` on (tokens saved so far are kept, up to capacity)."""
+        if rate <= 0 or capacity < 1:
+            raise ValueError("rate must be positive and capacity at least 1")
+        self._refill(now)
+        self.rate = float(rate)
+        self.capacity = float(capacity)
+        self._tokens = min(self._tokens, self.capacity)
+
+    def drain(self, now: float) -> None:
+        """Drop the saved tokens: the next one comes ``1 / rate`` seconds from now."""
+        self._refill(now)
+        self._tokens = 0.0
+
     def available(self, now: float) -> float:
         self._refill(now)
         return self._tokens

@@ -63,7 +63,7 @@ class BindStatus:
     is the carrier link's shared queue length for binds that submit, 0 for receivers.
     ``reconnects`` counts connection attempts after the first, ``received`` deliver_sm
     (receipts and MO), ``in_flight_peak`` the most submits ever outstanding at once.
-    ``paused_until`` is set while the bind backs off after a throttling answer.
+    ``paused_until`` is set while the bind pauses after a throttling answer at its lowest rate.
     """
 
     bind_id: str

@@ -108,7 +108,8 @@ class TestThrottling:
         assert not any(o.segment.possible_duplicate for o in h.outcomes)
 
     def test_no_submit_while_paused(self) -> None:
-        """During the pause nothing is sent; the pause doubles while throttling continues."""
+        """Throttled from the first submit: the rate drops to its floor (1/s) and nothing is sent
+        between tokens; throttled again at the floor, the bind also pauses."""
         h = Harness.build(bind_config(window=5, throttle_initial_s=0.5, throttle_max_s=4.0))
         sent_at: list[float] = []
 
@@ -119,9 +120,9 @@ class TestThrottling:
         h.smsc.answer = answer
         h.start()
         h.link.enqueue(segments(1, 5))
-        h.advance(5.0, step=0.01)
+        h.advance(8.0, step=0.01)
         starts = sorted(set(round(t, 2) for t in sent_at))
-        assert starts[:3] == [0.0, 0.5, 1.5]  # paused 0.5 s, then 1.0 s
+        assert starts[:3] == [0.0, 1.0, 2.0]  # one token a second after the drop; paused 0.5 s at 1.0
         assert h.accepted_ids() == [1, 2, 3, 4, 5]
 
     def test_msgqful_also_pauses(self) -> None:

@@ -53,3 +53,26 @@ class TestRedactor:
         line = json.loads(out.getvalue().strip())
         assert line["event"] == "sms.accepted" and line["to"] == "+86*******5678"
         assert "secret text" not in out.getvalue() and line["level"] == "info"
+
+
+class TestTwistedLogs:
+    def test_twisted_failure_is_one_json_line(self) -> None:
+        """A failure Twisted logs itself (here an unhandled error in a Deferred) is JSON, traceback inside."""
+        import gc
+
+        from twisted.internet.defer import Deferred
+        from twisted.logger import Logger
+
+        out = io.StringIO()
+        configure_logging("info", "json", stream=out)
+        d: Deferred[None] = Deferred()
+        d.errback(ZeroDivisionError("boom for +8613812345678"))
+        del d
+        gc.collect()
+        Logger(namespace="twisted.test").info("plain {what}", what="message")
+        lines = [line for line in out.getvalue().splitlines() if line.strip()]
+        events = [json.loads(line) for line in lines]  # every line is JSON, no plain traceback
+        failures = [e for e in events if "ZeroDivisionError" in e.get("exception", "")]
+        assert failures and failures[0]["event"] == "twisted.log" and failures[0]["level"] in ("error", "critical")
+        assert "8613812345678" not in out.getvalue()
+        assert any(e.get("message") == "plain message" and e["namespace"] == "twisted.test" for e in events)

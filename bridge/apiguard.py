@@ -1,0 +1,120 @@
+"""Connection hygiene for the HTTP API: read deadlines and a cap on open connections.
+
+Twisted's ``Site`` has only an idle timeout, which every byte resets, so a client that
+sends one header byte every few seconds (slowloris) keeps its connection for ever.
+:class:`DeadlineChannel` gives each request a deadline for its headers and another for
+its body, counted from their first byte whatever the pace; the idle timeout between
+requests stays Twisted's own (``Site(timeout=...)``). :class:`ConnectionCap` is a
+``WrappingFactory`` that refuses connections beyond a total, logging once per burst.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.web import http
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IAddress, IDelayedCall
+    from twisted.internet.protocol import Factory
+
+__all__ = ["ConnectionCap", "DeadlineChannel"]
+
+log = structlog.get_logger("api")
+
+_TIMEOUT_RESPONSE = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+
+
+class DeadlineChannel(http.HTTPChannel):
+    """An ``HTTPChannel`` whose requests must arrive in time, not just keep trickling.
+
+    The header deadline starts when the connection opens or a request's first byte
+    arrives; the body deadline when its headers are complete. A late request gets a
+    408 and the connection is closed (and aborted later if the client does not read,
+    Twisted's ``abortTimeout``).
+    """
+
+    header_timeout_s = 10.0
+    body_timeout_s = 30.0
+    _deadline: IDelayedCall | None = None
+    timed_out = 0  # class-wide count, for metrics and tests
+
+    def connectionMade(self) -> None:  # noqa: N802 (Twisted API)
+        super().connectionMade()
+        self._arm(self.header_timeout_s, "headers")
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802 (Twisted API)
+        if self._deadline is None and not self._handlingRequest:
+            self._arm(self.header_timeout_s, "headers")
+        super().dataReceived(data)
+
+    def allHeadersReceived(self) -> None:  # noqa: N802 (Twisted API)
+        self._arm(self.body_timeout_s, "body")
+        super().allHeadersReceived()
+
+    def allContentReceived(self) -> None:  # noqa: N802 (Twisted API)
+        self._disarm()
+        super().allContentReceived()
+
+    def connectionLost(self, reason: Any = None) -> None:  # noqa: N802 (Twisted API)
+        self._disarm()
+        super().connectionLost(reason)
+
+    def _arm(self, seconds: float, part: str) -> None:
+        self._disarm()
+        self._deadline = self.callLater(seconds, self._too_slow, part, seconds)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            if self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self, part: str, seconds: float) -> None:
+        self._deadline = None
+        DeadlineChannel.timed_out += 1
+        log.info("api.request_timeout", part=part, timeout_s=seconds)
+        self.transport.write(_TIMEOUT_RESPONSE)
+        self.timeoutConnection()  # Twisted's: close now, abort after abortTimeout
+
+
+class ConnectionCap(WrappingFactory):
+    """At most ``limit`` open connections; more are closed as soon as they are accepted.
+
+    The cap is logged once when it is reached (``api.connection_cap_reached``) and once
+    when the open count falls back below 90 % of it (``api.connection_cap_cleared``,
+    with how many were refused), not once per refused connection.
+    """
+
+    def __init__(self, wrapped: Factory, limit: int) -> None:
+        super().__init__(wrapped)
+        if limit < 1:
+            raise ValueError("the connection limit must be at least 1")
+        self.limit = limit
+        self.refused = 0
+        self._burst_refused = 0
+        self._capped = False
+
+    @property
+    def open(self) -> int:
+        return len(self.protocols)
+
+    def buildProtocol(self, addr: IAddress) -> ProtocolWrapper | None:  # noqa: N802 (Twisted API)
+        if len(self.protocols) >= self.limit:
+            self.refused += 1
+            self._burst_refused += 1
+            if not self._capped:
+                self._capped = True
+                log.warning("api.connection_cap_reached", limit=self.limit, open=len(self.protocols))
+            return None  # the reactor closes the connection at once
+        return super().buildProtocol(addr)
+
+    def unregisterProtocol(self, p: ProtocolWrapper) -> None:  # noqa: N802 (Twisted API)
+        super().unregisterProtocol(p)
+        if self._capped and len(self.protocols) < self.limit * 0.9:
+            self._capped = False
+            log.info("api.connection_cap_cleared", limit=self.limit, open=len(self.protocols),
+                     refused=self._burst_refused)
+            self._burst_refused = 0

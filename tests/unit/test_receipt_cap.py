@@ -1,0 +1,48 @@
+"""What is stored of a receipt is bounded, and still reads back (replay)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bridge.receipts import RAW_FIELD_MAX, parse_receipt, receipt_from_json, receipt_to_json
+from bridge.smpp import codec
+
+HEAD = b"id:0123456789 sub:001 dlvrd:001 submit date:2401011200 done date:2401011201 stat:DELIVRD err:000 text:"
+
+
+def _via_codec(payload: bytes) -> dict[str, object]:
+    pdu = codec.Pdu("deliver_sm", 1, 0, {"source_addr": "8613800138000", "destination_addr": "10690001",
+                                         "esm_class": 4, "message_payload": payload})
+    return codec.decode(codec.encode(pdu)).fields
+
+
+class TestStoredSize:
+    def test_60kb_receipt_is_capped_and_parseable(self) -> None:
+        """A 60 KB receipt stores a few KB; id, stat and err survive, the cut is recorded."""
+        receipt = parse_receipt(_via_codec(HEAD + b"x" * 60_000))
+        assert len(receipt.raw) > 60_000
+        stored = receipt_to_json(receipt)
+        assert len(stored) < 3 * RAW_FIELD_MAX + 1_000
+        back = receipt_from_json(stored)
+        assert (back.message_id, back.stat, back.err) == ("0123456789", "DELIVRD", "000")
+        assert back.source == receipt.source
+        assert back.raw == receipt.raw[:RAW_FIELD_MAX] and back.text == receipt.text[:RAW_FIELD_MAX]
+        assert json.loads(stored)["truncated"] == {"text": len(receipt.text), "raw": len(receipt.raw)}
+
+    def test_escaped_characters_count_against_the_cap(self) -> None:
+        """Non-ASCII text is escaped (\\uXXXX): the cap is on what is stored, not on characters."""
+        receipt = parse_receipt({"esm_class": 4, "short_message": HEAD + "é".encode("latin-1") * 5_000})
+        stored = json.loads(receipt_to_json(receipt))
+        for key in ("text", "raw"):
+            assert len(json.dumps(stored[key])) - 2 <= RAW_FIELD_MAX
+            assert stored[key]
+
+    @pytest.mark.parametrize("size", [0, 10, RAW_FIELD_MAX - len(HEAD)])
+    def test_ordinary_receipts_unchanged(self, size: int) -> None:
+        """Receipts within the cap round-trip exactly and carry no truncation note."""
+        receipt = parse_receipt({"esm_class": 4, "short_message": HEAD + b"y" * size})
+        stored = receipt_to_json(receipt)
+        assert "truncated" not in json.loads(stored)
+        assert receipt_from_json(stored) == receipt
