@@ -159,6 +159,8 @@ class CpuResult:
     receiver_s: float
     load_generator_s: float
     wall_s: float
+    database_s: float = 0.0              # PostgreSQL server processes (0 on SQLite)
+    bridge_and_db_s_per_message: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +192,18 @@ def proc_usage(pid: int) -> Usage:
     mem = {line.split(":")[0]: line.split()[1] for line in status.splitlines()
            if line.startswith(("VmRSS:", "VmHWM:"))}
     return Usage(cpu, int(mem.get("VmRSS", 0)) / 1024, int(mem.get("VmHWM", 0)) / 1024)
+
+
+def postgres_cpu() -> float:
+    """CPU seconds of every PostgreSQL server process on this machine (the store's share)."""
+    total = 0.0
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() == "postgres":
+                total += proc_usage(int(comm.parent.name)).cpu_s
+        except (OSError, ValueError):
+            continue
+    return total
 
 
 def self_cpu() -> float:
@@ -358,6 +372,7 @@ operator_token = "{OPERATOR_TOKEN}"
 [store]
 path = "{workdir / 'bridge.db'}"
 commit_interval_ms = {args.commit_interval_ms}
+{f'url = "{args.store_url}"' if args.store_url else ""}
 
 [logging]
 level = "{args.log_level}"
@@ -791,7 +806,7 @@ def run_throughput(system: System, args: argparse.Namespace, pool: NumberPool, r
     sub0 = system.sim_accepted()
     base = system.receiver_summary()
     procs = (system.bridge, system.sim, system.receiver)
-    cpu0 = [proc_usage(p.pid).cpu_s for p in procs] + [self_cpu()]
+    cpu0 = [proc_usage(p.pid).cpu_s for p in procs] + [self_cpu(), postgres_cpu()]
     t0 = time.time()
     timeline = _Timeline(t0, sub0, base["distinct"], cpu0[0], latency=args.plot is not None)
     if timeline.latency:
@@ -814,7 +829,7 @@ def run_throughput(system: System, args: argparse.Namespace, pool: NumberPool, r
     res = offer.join(5.0)
     expected = base["distinct"] + len(res.accepted_ids)
     summary = wait_reports(system, expected, max(1.0, deadline - time.monotonic()), sample)
-    cpu1 = [proc_usage(p.pid).cpu_s for p in procs] + [self_cpu()]
+    cpu1 = [proc_usage(p.pid).cpu_s for p in procs] + [self_cpu(), postgres_cpu()]
     stop_py_spy(spy, log)
     wall = summary["last_ack"] - t0 if summary["distinct"] >= expected else time.time() - t0
     missing = len(set(res.accepted_ids) - system.receiver_ids())
@@ -839,7 +854,9 @@ def run_throughput(system: System, args: argparse.Namespace, pool: NumberPool, r
     deltas = [b - a for a, b in zip(cpu0, cpu1, strict=True)]
     cpu = CpuResult(bridge_s=round(deltas[0], 2), bridge_s_per_message=round(deltas[0] / max(1, n), 6),
                     simulator_s=round(deltas[1], 2), receiver_s=round(deltas[2], 2),
-                    load_generator_s=round(deltas[3], 2), wall_s=round(wall, 2))
+                    load_generator_s=round(deltas[3], 2), wall_s=round(wall, 2),
+                    database_s=round(deltas[4], 2),
+                    bridge_and_db_s_per_message=round((deltas[0] + deltas[4]) / max(1, n), 6))
     return tp, cpu, timeline.rows
 
 
@@ -970,6 +987,9 @@ def print_throughput(results: dict[str, Any]) -> None:
         (f"intake→submit_sm p99 @ {lat['offered_rate']:g} msg/s", _fmt(lat["p99_ms"], " ms"), "≤ 50 ms",
          lat["p99_ms"] <= TARGETS["latency_p99_ms"]),
         ("bridge CPU per message", _fmt(cpu["bridge_s_per_message"] * 1e6 / 1000, " ms"), "", None),
+        ("bridge + PostgreSQL CPU per message",
+         _fmt(cpu.get("bridge_and_db_s_per_message", 0.0) * 1e6 / 1000, " ms"),
+         f"database {cpu.get('database_s', 0.0):.1f} s", None),
         ("bridge peak RSS", _fmt(results["bridge_peak_rss_mb"], " MB"), "", None),
         (f"codec ceiling (smpplib, window {codec['window']})", _fmt(codec["rate"], " msg/s"),
          f"client {codec['client_cpu_us_per_submit']:.0f} µs/submit", None),
@@ -1028,6 +1048,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--long-share", type=float, default=0.2, help="share of multi-segment requests")
     p.add_argument("--window", type=int, default=10, help="the bridge's window per bind")
     p.add_argument("--commit-interval-ms", type=int, default=5, help="the bridge's group-commit interval")
+    p.add_argument("--store-url", default=None, metavar="URL",
+                   help="run the bridge on this PostgreSQL database (postgresql://...) instead of SQLite;"
+                        " the PostgreSQL server's CPU is reported beside the bridge's")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                    help="the bridge's log level")
     p.add_argument("--settle-s", type=int, default=5, help="memory mode: seconds sampled after intake")
