@@ -3,7 +3,9 @@
 At the platform's advised 500 msg/s the store grows by tens of GB a day. Each pass
 deletes at most ``batch`` rows per table in its own small statement, and the next batch
 waits for the previous one's commit, so the pipeline's own writes are never held up
-behind one long delete. Pending pushes, dead letters and messages not yet final are
+behind one long delete: 100 rows take a few milliseconds on SQLite (500 took 25-70 ms,
+a visible stall on the reactor thread). A pass every 10 s removes up to 10,000 rows per
+table, twice the platform's advised 500 msg/s. Pending pushes, dead letters and messages not yet final are
 never pruned: only what is finished and older than the window.
 """
 
@@ -37,7 +39,7 @@ class Pruner:
     """Deletes records older than the retention window, a batch at a time."""
 
     def __init__(self, store: Store, retention_days: float, *, clock: object,
-                 now: Callable[[], float] = time.time, batch: int = 500, max_batches: int = 20) -> None:
+                 now: Callable[[], float] = time.time, batch: int = 100, max_batches: int = 100) -> None:
         self._store = store
         self._keep_s = retention_days * DAY_S
         self._clock = clock
@@ -52,7 +54,7 @@ class Pruner:
     def stats(self) -> PrunerStats:
         return PrunerStats(self.passes, self.removed)
 
-    def start(self, interval_s: float = 60.0) -> None:
+    def start(self, interval_s: float = 10.0) -> None:
         self._loop = LoopingCall(self.prune_once)
         self._loop.clock = self._clock
         self._loop.start(interval_s, now=False).addErrback(
