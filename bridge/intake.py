@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bridge import jsonfast
 from bridge.config import AppConfig, BridgeConfig
 from bridge.encoder import ConcatRefCounter, MessageTooLongError, encode_message
 from bridge.finaliser import iso_time
@@ -113,15 +114,17 @@ class IntakeService:
 
     def parse_body(self, raw: bytes) -> dict[str, Any]:
         try:
-            body = json.loads(raw)
+            parsed = jsonfast.parse(raw)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
             raise IntakeError("E200001", f"body: not valid JSON ({exc.__class__.__name__})") from None
+        body = parsed.value
         if not isinstance(body, dict):
             raise IntakeError("E200001", "body: expected a JSON object")
-        try:  # json lets unpaired surrogates through ("\\ud800"); they cannot be stored or sent
-            json.dumps(body, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            raise IntakeError("E200001", "body: a string holds an unpaired UTF-16 surrogate") from None
+        if not parsed.unicode_clean:
+            try:  # json lets unpaired surrogates through ("\\ud800"); they cannot be stored or sent
+                json.dumps(body, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:
+                raise IntakeError("E200001", "body: a string holds an unpaired UTF-16 surrogate") from None
         return body
 
     def accept(self, app: AppConfig, body: Mapping[str, Any]) -> Accepted:
