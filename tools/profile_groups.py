@@ -2,10 +2,11 @@
 
 ``python tools/bench.py --py-spy prof.txt`` writes collapsed stacks: one line per
 distinct stack, frames joined by ``;``, the sample count last. A sample's self time
-belongs to its innermost frame; that frame's file decides the group. Files shared by
-the server and the client side of twisted.web (headers, ``http.py``) and the reactor's
-own frames are charged to the nearest caller up the stack that names a group, so time
-spent writing an outbox push counts as outbox and time writing a PDU as reactor.
+belongs to its innermost frame; that frame's file decides the group. Reactor frames
+(Deferreds, timers, transports) keep their time, so writing a PDU counts as reactor.
+Files shared by the server and the client side of twisted.web are charged to the
+outbox if an outbox frame is up the stack, else to intake; library code of no group
+(copy, generated dataclass methods, idna) goes to its nearest caller's group.
 
     python tools/profile_groups.py prof.txt [other.txt ...]
 """
@@ -61,12 +62,19 @@ def group_of(frames: list[str]) -> str:
     group = _rule(leaf)
     if group is not None:
         return group
-    if not _SHARED_WEB.search(leaf):
-        return "Twisted reactor/transports" if _REACTOR.search(leaf) else "other"
+    if _SHARED_WEB.search(leaf):
+        for frame in reversed(frames[:-1]):
+            if _rule(_file(frame)) == "outbox HTTP client":
+                return "outbox HTTP client"
+        return "HTTP intake (twisted.web)"
+    if _REACTOR.search(leaf):
+        return "Twisted reactor/transports"
+    # Library code of no group (copy, dataclass __init__, idna...): its nearest caller's group.
     for frame in reversed(frames[:-1]):
-        if _rule(_file(frame)) == "outbox HTTP client":
-            return "outbox HTTP client"
-    return "HTTP intake (twisted.web)"
+        group = _rule(_file(frame))
+        if group is not None:
+            return group
+    return "other"
 
 
 @dataclass(frozen=True)
