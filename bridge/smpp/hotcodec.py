@@ -19,7 +19,7 @@ from typing import Any
 
 from smpplib import command_codes, consts, ptypes
 
-__all__ = ["HOT_COMMANDS", "decode", "encode"]
+__all__ = ["HOT_COMMANDS", "Decoded", "decode", "encode", "install"]
 
 HOT_COMMANDS = ("submit_sm", "submit_sm_resp", "deliver_sm", "deliver_sm_resp")
 
