@@ -16,6 +16,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
 
+from bridge import jsonfast
 from bridge.config import AppConfig, BridgeConfig
 from bridge.encoder import ConcatRefCounter, MessageTooLongError, encode_message
 from bridge.finaliser import Finaliser, iso_time
@@ -159,15 +160,17 @@ class IntakeService:
 
     def parse_body(self, raw: bytes) -> dict[str, Any]:
         try:
-            body = json.loads(raw)
+            parsed = jsonfast.parse(raw)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
             raise IntakeError("E200001", f"body: not valid JSON ({exc.__class__.__name__})") from None
+        body = parsed.value
         if not isinstance(body, dict):
             raise IntakeError("E200001", "body: expected a JSON object")
-        try:  # json lets unpaired surrogates through ("\\ud800"); they cannot be stored or sent
-            json.dumps(body, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            raise IntakeError("E200001", "body: a string holds an unpaired UTF-16 surrogate") from None
+        if not parsed.unicode_clean:
+            try:  # json lets unpaired surrogates through ("\\ud800"); they cannot be stored or sent
+                json.dumps(body, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:
+                raise IntakeError("E200001", "body: a string holds an unpaired UTF-16 surrogate") from None
         return body
 
     def submit(self, app: AppConfig, body: Mapping[str, Any]) -> Deferred[Accepted]:

@@ -4,8 +4,9 @@ smpplib is used as a pure codec and has traps (see issue "Carrier binds"): it wa
 client object with ``next_sequence()``, ignores ``sequence=``, returns C-strings as
 bytes, raises on undeclared TLVs and parses truncated bodies without complaint. This
 module walks the PDU structure with smpplib's own field tables first, so only
-well-formed bodies reach smpplib, and hands back plain :class:`Pdu` objects. Swapping
-in a faster codec later means replacing this module only.
+well-formed bodies reach smpplib, and hands back plain :class:`Pdu` objects. The four
+PDUs of every message go through :mod:`bridge.smpp.hotcodec` first, which packs them
+from the same tables and defers to smpplib for anything it would not reproduce exactly.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 from smpplib import command_codes, consts, exceptions, ptypes
 from smpplib import smpp as sm_smpp
 
+from bridge.smpp import hotcodec
+
 __all__ = [
     "HEADER",
     "MAX_PDU_LENGTH",
@@ -28,6 +31,8 @@ __all__ = [
     "command_id_of",
     "decode",
     "encode",
+    "smpplib_decode",
+    "smpplib_encode",
 ]
 
 HEADER = struct.Struct(">LLLL")
@@ -107,12 +112,25 @@ def _fresh(name: str) -> Any:
     return copy.copy(proto)
 
 
+hotcodec.install(_fresh)
+
+
 def command_id_of(name: str) -> int:
     return _COMMAND_IDS[name]
 
 
 def encode(pdu: Pdu) -> bytes:
     """Serialise a PDU; unknown TLVs are appended raw so fault injection can send them."""
+    data = hotcodec.encode(pdu.command, pdu.sequence, pdu.status, pdu.fields)
+    if data is None:
+        return smpplib_encode(pdu)
+    if pdu.unknown_tlvs:
+        data = _with_unknown_tlvs(data, pdu.unknown_tlvs)
+    return data
+
+
+def smpplib_encode(pdu: Pdu) -> bytes:
+    """:func:`encode` through smpplib alone: the reference the fast path is tested against."""
     try:
         obj = _fresh(pdu.command)
     except exceptions.UnknownCommandError as exc:
@@ -123,13 +141,25 @@ def encode(pdu: Pdu) -> bytes:
     obj.status = pdu.status
     data = obj.generate()
     if pdu.unknown_tlvs:
-        extra = b"".join(_TLV_HEADER.pack(tag, len(v)) + v for tag, v in pdu.unknown_tlvs)
-        data = struct.pack(">L", len(data) + len(extra)) + data[4:] + extra
+        data = _with_unknown_tlvs(data, pdu.unknown_tlvs)
     return data
+
+
+def _with_unknown_tlvs(data: bytes, tlvs: tuple[tuple[int, bytes], ...]) -> bytes:
+    extra = b"".join(_TLV_HEADER.pack(tag, len(v)) + v for tag, v in tlvs)
+    return struct.pack(">L", len(data) + len(extra)) + data[4:] + extra
 
 
 def decode(frame: bytes) -> Pdu:
     """Decode one whole frame (header included) or raise :class:`DecodeError`."""
+    hot = hotcodec.decode(frame, MAX_PDU_LENGTH)
+    if hot is not None:
+        return Pdu(hot.command, hot.sequence, hot.status, hot.fields, hot.unknown_tlvs)
+    return smpplib_decode(frame)
+
+
+def smpplib_decode(frame: bytes) -> Pdu:
+    """:func:`decode` through smpplib alone: the reference the fast path is tested against."""
     if len(frame) < MIN_PDU_LENGTH:
         raise DecodeError("frame shorter than the 16-octet header", consts.SMPP_ESME_RINVCMDLEN, None, None)
     length, command_id, status, sequence = HEADER.unpack_from(frame)
