@@ -121,9 +121,25 @@ class SqliteExecutor:
         try:
             if not self._conn.in_transaction:
                 self._conn.execute("BEGIN IMMEDIATE")
-            return succeed(op(self._tx))
+            result = op(self._tx)
         except sqlite3.Error as exc:
             return fail(StoreError(f"write failed: {exc}"))
+        finally:
+            # A write nobody waits on is committed by the group-commit timer all the
+            # same: an open transaction must never keep the database's write lock.
+            if self._conn.in_transaction:
+                self._arm()
+        return succeed(result)
+
+    def _arm(self) -> None:
+        if self._timer is None or not self._timer.active():
+            self._timer = self._clock.callLater(self._interval, self._commit_quietly)
+
+    def _commit_quietly(self) -> None:
+        try:
+            self._commit()
+        except StoreError:
+            pass   # logged by _commit; the waiters got the failure
 
     def durable(self) -> Deferred[None]:
         """A Deferred that fires once everything written so far is committed."""
@@ -132,8 +148,7 @@ class SqliteExecutor:
             d.callback(None)
             return d
         self._waiters.append(d)
-        if self._timer is None or not self._timer.active():
-            self._timer = self._clock.callLater(self._interval, self._commit)
+        self._arm()
         return d
 
     def flush(self) -> Deferred[None]:

@@ -47,7 +47,7 @@ class Server:
         path = tmp_path / "api.toml"
         path.write_text(CONFIG.format(header=header, body=body, idle=idle, cap=cap), encoding="utf-8")
         cfg = load_config(path)
-        site = build_site(cfg, None, None, None, ApiState())  # type: ignore[arg-type]
+        site = build_site(cfg, None, None, ApiState())  # type: ignore[arg-type]
         self.factory: ConnectionCap = capped(site, cfg)
         self.port: Any = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
         self.clients: list[socket.socket] = []
