@@ -62,6 +62,8 @@ _RATE_FLOOR = 1.0
 
 
 class _SessionFactory(Factory):
+    noisy = False   # no "Starting factory" line per connection attempt
+
     def __init__(self, bind: Bind) -> None:
         self._bind = bind
 

@@ -136,10 +136,8 @@ class SqliteExecutor:
             self._timer = self._clock.callLater(self._interval, self._commit_quietly)
 
     def _commit_quietly(self) -> None:
-        try:
+        with contextlib.suppress(StoreError):   # logged by _commit; the waiters got the failure
             self._commit()
-        except StoreError:
-            pass   # logged by _commit; the waiters got the failure
 
     def durable(self) -> Deferred[None]:
         """A Deferred that fires once everything written so far is committed."""
