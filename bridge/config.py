@@ -113,11 +113,11 @@ class CallbackConfig:
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 300.0
     allowed_hosts: frozenset[str] = frozenset()
-    concurrency: int = 64
+    concurrency: int = 128
     # Canonical "host:port" entries exempt from the private-address refusal (SSRF guard).
     allow_private: frozenset[str] = frozenset()
     # Pushes in flight to one receiver (host:port), so one slow receiver cannot take every slot.
-    receiver_concurrency: int = 16
+    receiver_concurrency: int = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,10 +383,10 @@ def load_config(path: Path | str | None = None, *, profiles_path: Path | None = 
         backoff_initial_s=rd.num(cb, "callbacks.backoff_initial_s", "backoff_initial_s", 1.0, 0.001),
         backoff_max_s=rd.num(cb, "callbacks.backoff_max_s", "backoff_max_s", 300.0, 0.001),
         allowed_hosts=frozenset(rd.strings(cb, "callbacks.allowed_hosts", "allowed_hosts")),
-        concurrency=rd.int(cb, "callbacks.concurrency", "concurrency", 64, 1, 10_000),
+        concurrency=rd.int(cb, "callbacks.concurrency", "concurrency", 128, 1, 10_000),
         allow_private=_allow_private(rd, cb),
         receiver_concurrency=rd.int(cb, "callbacks.receiver_concurrency", "receiver_concurrency",
-                                    16, 1, 10_000),
+                                    64, 1, 10_000),
     )
     carriers = _carriers(rd, rd.table(raw, "carriers", "carriers", free=True), profiles, simulator)
     apps = _apps(rd, raw.get("apps", []))

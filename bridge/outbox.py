@@ -70,6 +70,7 @@ _FETCH_BUDGET = 4096
 # The shortest park, and how often parked rows are looked for; the latency assumed for
 # a receiver not heard from yet (optimistic: a row parked too briefly is parked again).
 _MIN_PARK_S = 0.05
+_FAST_RECEIVER_S = 0.5   # a full lane answering faster than this is not parked (see _hold)
 _UNKNOWN_LATENCY_S = 0.01
 # Idle receivers are forgotten (with their latency) beyond this many.
 _MAX_IDLE_LANES = 1024
@@ -267,7 +268,7 @@ class Pusher:
             return
         self._committing = True
         now = self._reactor.seconds()
-        wrote = self._apply_outcomes(now)
+        self._apply_outcomes(now)
         writes, self._writes = self._writes, []
         # Waiting for the commit makes our marks durable in one group commit, and means
         # rows are only pushed once the transaction that queued them is committed. A
@@ -276,10 +277,8 @@ class Pusher:
         d = gatherResults([*writes, durable], consumeErrors=True)
         d.addCallbacks(self._committed, self._commit_failed)
         d.addErrback(lambda f: log.error("push.pump_bug", error=f.getErrorMessage()[:_ERROR_CHARS]))
-        if wrote and not durable.called:
-            # Commit outcomes now, not at the next group-commit tick: the shorter the window
-            # after a 2xx, the fewer reports a crash makes us send twice.
-            self._store.flush().addErrback(lambda _: None)   # a failure has reached ``d`` already
+        # Outcomes ride the next group commit (milliseconds away): committing them at once,
+        # one fsync per pump, cost a third of the bridge's CPU under load.
 
     def _committed(self, _: object) -> Deferred[None]:
         return Deferred.fromCoroutine(self._after_commit())
@@ -358,9 +357,13 @@ class Pusher:
             exclude = (*self._inflight, *self._held, *self._unsaved)
             page = await self._store.outbox.due(now, self._page, exclude=exclude)
             examined += len(page)
-            parked = sum(1 for item in page if self._hold(item, now))
+            for item in page:
+                self._hold(item, now)
             launched = self._launch_ready(now)
-            if len(page) < self._page or not (launched or parked):
+            if len(page) < self._page or not launched:
+                # A page that launched nothing (its rows were all parked or held for busy
+                # receivers) ends the pass: fetching on would only park row after row of
+                # the same backlog (the bench saw a third of the CPU go there).
                 self._maybe_due = False
         for lane in self._lanes.values():
             lane.parked = 0
@@ -375,10 +378,14 @@ class Pusher:
             lane.queue.append(item)
             self._held.add(item.id)
             return False
-        # Full: park the row in the store until the receiver can take it, so its backlog
-        # never crowds other receivers' rows out of the fetch. An open circuit parks it
-        # until the next probe; a busy receiver until it has worked off what it holds
-        # (estimated from its latency, so the rows come due about when they are needed).
+        # Full. A fast, healthy receiver works off what it holds within moments: leave the
+        # row due in the store and fetch it again then (writing it back each time cost a
+        # third of the bridge's CPU under load). A slow or failing receiver's backlog is
+        # parked in the store, so it never crowds other receivers' rows out of the fetch:
+        # an open circuit until the next probe, a slow receiver until it has worked off
+        # what it holds (estimated from its latency).
+        if not lane.is_open and lane.latency is not None and lane.latency < _FAST_RECEIVER_S:
+            return False
         lane.parked += 1
         if lane.is_open:
             later = lane.probe_at
