@@ -233,15 +233,17 @@ class TestAcknowledge:
         assert counts(store) == {"uplink:acked": 1}
 
     def test_acks_share_one_commit(self, clock: Clock, group_commit_store: Store) -> None:
-        """SQLite: many acknowledgements are recorded in one commit, not one each, made at once."""
+        """SQLite: many acknowledgements are recorded in one group commit, not one each."""
         store = group_commit_store
         queue(store, clock, 10)
         result_of(store.flush())
         pusher, stub = make(store, clock, Receiver(clock),
                             CallbackConfig(concurrency=10, backoff_initial_s=1.0))
-        before = store.commits
         pusher.start()
-        settle(clock, stub)            # fetch, push all ten, commit the acks without waiting
+        settle(clock, stub)            # fetch and push all ten
+        before = store.commits
+        clock.advance(0.005)           # the group commit covering the acks
+        settle(clock, stub)
         assert counts(store) == {"report:acked": 10}
         assert store.commits - before == 1
 
