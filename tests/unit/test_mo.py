@@ -17,11 +17,12 @@ from bridge.finaliser import iso_time
 from bridge.mo import DOWNLINK_WINDOW_S, MoHandler, MoPart, decode_mo, longest_channel, part_key
 from bridge.models import InboundMessage, NewMessage, OutboxItem
 from bridge.smpp import codec
-from bridge.store import Store, open_store, result_of
+from bridge.store import Store, result_of
 from bridge.store.records import BlacklistEntry, MoRecord
 from bridge.store.sqlite import open_sqlite
 from bridge.textcodec import encode_gsm7
 from tests.conftest import Backend
+from tests.storeopen import Opener
 
 START = 1_750_000_000.0
 USER = "13800138000"
@@ -161,36 +162,9 @@ def _config() -> BridgeConfig:
     return load_config()
 
 
-class Opener:
-    """Opens the backend under test (again, for a restart) and closes what is left open."""
-
-    def __init__(self, backend: Backend, clock: Clock, path: Path) -> None:
-        self.backend = backend
-        self._clock = clock
-        self._path = path
-        self._open: list[Store] = []
-
-    def open(self, *, memory: bool = False) -> Store:
-        if self.backend.name == "sqlite":
-            store: Store = open_sqlite(":memory:" if memory else self._path, clock=self._clock)[0]
-        else:
-            store = open_store(self.backend.config, inline=True)
-        self._open.append(store)
-        return store
-
-    def close(self, store: Store) -> None:
-        self._open.remove(store)
-        result_of(store.close())
-
-    def close_all(self) -> None:
-        for store in self._open:
-            result_of(store.close())
-        self._open.clear()
-
-
 @pytest.fixture(name="opener")
 def _opener(store_backend: Backend, clock: Clock, tmp_path: Path) -> Iterator[Opener]:
-    opener = Opener(store_backend, clock, tmp_path / "bridge.db")
+    opener = Opener(store_backend, clock, tmp_path / "bridge.db", commit_interval_s=0.005)
     yield opener
     opener.close_all()
 

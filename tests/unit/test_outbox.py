@@ -37,6 +37,7 @@ from bridge.store import Store, open_store, result_of
 from bridge.store.records import DeadPush
 from bridge.store.sqlite import open_sqlite
 from tests.conftest import Backend
+from tests.storeopen import Opener
 
 URL = "http://receiver.test/cb"
 HOLD = -1  # a scripted answer: keep the request open until the test answers it
@@ -108,40 +109,9 @@ def _clock() -> Clock:
     return Clock()
 
 
-class Opener:
-    """Opens the backend under test (again, for a restart) and closes what is left open.
-
-    SQLite commits at the next reactor turn (commit interval 0), PostgreSQL at once.
-    """
-
-    def __init__(self, backend: Backend, clock: Clock, path: Path) -> None:
-        self.backend = backend
-        self._clock = clock
-        self._path = path
-        self._open: list[Store] = []
-
-    def open(self, *, memory: bool = False) -> Store:
-        if self.backend.name == "sqlite":
-            store: Store = open_sqlite(":memory:" if memory else self._path, clock=self._clock,
-                                       commit_interval_s=0.0)[0]
-        else:
-            store = open_store(self.backend.config, inline=True)
-        self._open.append(store)
-        return store
-
-    def close(self, store: Store) -> None:
-        self._open.remove(store)
-        result_of(store.close())
-
-    def close_all(self) -> None:
-        for store in self._open:
-            result_of(store.close())
-        self._open.clear()
-
-
 @pytest.fixture(name="opener")
 def _opener(store_backend: Backend, clock: Clock, tmp_path: Path) -> Iterator[Opener]:
-    opener = Opener(store_backend, clock, tmp_path / "bridge.db")
+    opener = Opener(store_backend, clock, tmp_path / "bridge.db", commit_interval_s=0.0)
     yield opener
     opener.close_all()
 

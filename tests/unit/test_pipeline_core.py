@@ -26,10 +26,11 @@ from bridge.receipts import StatusMap
 from bridge.rules import FrequencyLimiter, SendingWindow, Verdict
 from bridge.smpp.codec import Pdu
 from bridge.smpp.types import BindStatus, OutboundSegment, StopReport, SubmitOutcome
-from bridge.store import Store, lock_store, open_store, result_of
+from bridge.store import Store, lock_store, result_of
 from bridge.store.sqlite import open_sqlite
 from carriers.profiles import format_message_id, load_profiles
 from tests.conftest import Backend
+from tests.storeopen import Opener
 
 PROFILES, _ = load_profiles()
 
@@ -41,41 +42,9 @@ def _clock() -> Clock:
     return c
 
 
-class Opener:
-    """Opens the backend under test, as often as a restart needs; closes what is left open."""
-
-    def __init__(self, backend: Backend, clock: Clock, path: Path) -> None:
-        self.backend = backend
-        self._clock = clock
-        self._path = path
-        self._open: list[Store] = []
-
-    def open(self, *, memory: bool = False) -> Store:
-        if self.backend.name == "sqlite":
-            store: Store = open_sqlite(":memory:" if memory else self._path, clock=self._clock,
-                                       commit_interval_s=0.005)[0]
-        else:
-            store = open_store(self.backend.config, inline=True)
-        self._open.append(store)
-        return store
-
-    def crash(self, store: Store) -> None:
-        """The process dies: whatever is not committed is lost, nothing is flushed."""
-        self._open.remove(store)
-        if self.backend.name == "sqlite":
-            store._ex._conn.close()  # type: ignore[attr-defined]
-        else:
-            store._ex._drop_connection()  # type: ignore[attr-defined]  (inline: all committed)
-
-    def close_all(self) -> None:
-        for store in self._open:
-            result_of(store.close())
-        self._open.clear()
-
-
 @pytest.fixture(name="opener")
 def _opener(store_backend: Backend, clock: Clock, tmp_path: Path) -> Iterator[Opener]:
-    opener = Opener(store_backend, clock, tmp_path / "s.db")
+    opener = Opener(store_backend, clock, tmp_path / "s.db", commit_interval_s=0.005)
     yield opener
     opener.close_all()
 
