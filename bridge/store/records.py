@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from bridge.models import NewMo
+
 __all__ = [
     "BlacklistEntry",
     "DeadPush",
@@ -149,19 +151,8 @@ class MoPart:
     destination: str
 
 
-@dataclass(frozen=True, slots=True)
-class MoRecord:
-    id: str
-    carrier: str
-    source: str
-    destination: str
-    channel: str | None
-    app_id: str | None
-    body: str
-    created_at: float
-    incomplete: bool
-    unsubscribe: bool
-    downlink_id: str | None
+# A stored reply reads back exactly as it was written.
+MoRecord = NewMo
 
 
 @dataclass(frozen=True, slots=True)
