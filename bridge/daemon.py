@@ -97,13 +97,14 @@ class Daemon:
         profiles, numbering = load_profiles()
         self.router = Router(profiles, numbering, cfg.routing_overrides)
         status_map = StatusMap.load()
-        self.finaliser = Finaliser(store, now=now, receipt_timeout_s=cfg.rules.receipt_timeout_s)
-        self.matcher = ReceiptMatcher(store, self.finaliser, status_map, profiles, now=now)
         self.pusher = Pusher(store, cfg.callbacks, reactor=reactor, keys=WebhookKeys.from_config(cfg))
+        self.finaliser = Finaliser(store, now=now, receipt_timeout_s=cfg.rules.receipt_timeout_s,
+                                   on_report=self.pusher.offer)
+        self.matcher = ReceiptMatcher(store, self.finaliser, status_map, profiles, now=now)
         self.dispatcher = Dispatcher(store, self.finaliser, self.matcher, dict(profiles),
-                                     reactor=reactor, now=now, on_change=self._wake_pusher)
+                                     reactor=reactor, now=now)
         self.mo = MoHandler(cfg, store, now=now, on_push=self._wake_pusher)
-        self.inbound = InboundHandler(store, self.matcher, self.mo, on_change=self._wake_pusher)
+        self.inbound = InboundHandler(store, self.matcher, self.mo)
         for cid, carrier in cfg.carriers.items():
             if not carrier.enabled:
                 continue
@@ -186,8 +187,7 @@ class Daemon:
         return self.store.messages.release_held(self.reactor.seconds()).addCallback(released)
 
     def _after_accept(self) -> None:
-        self.dispatcher.kick()
-        self.pusher.wake()
+        self.dispatcher.kick()   # reports of messages refused at intake reach the pusher as offers
 
     def _wake_pusher(self) -> None:
         self.store.durable().addCallback(lambda _: self.pusher.wake())

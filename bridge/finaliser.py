@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import structlog
 from twisted.internet.defer import Deferred
 
-from bridge.models import MessageRecord
+from bridge.models import MessageRecord, OutboxItem
 from bridge.store import Store
 from bridge.store.records import SegmentStatus
 
@@ -57,8 +57,10 @@ class Finaliser:
 
     def __init__(self, store: Store, *, now: Callable[[], float] = time.time,
                  describe: Callable[[str], str] = lambda code: "",
-                 receipt_timeout_s: float = 259_200.0) -> None:
+                 receipt_timeout_s: float = 259_200.0,
+                 on_report: Callable[[OutboxItem], None] = lambda item: None) -> None:
         self._store = store
+        self._on_report = on_report   # the pusher takes new reports from memory, not by polling
         self._now = now
         self._describe = describe
         self._receipt_timeout = receipt_timeout_s
@@ -112,12 +114,13 @@ class Finaliser:
         def report(msg: MessageRecord) -> str:
             return report_payload(msg, status, org_code, self._describe(org_code), sequence, now)
 
-        msg = await self._store.messages.finalise_message(message_id, status, org_code, sequence, now, report)
-        if msg is None:
+        done = await self._store.messages.finalise_message(message_id, status, org_code, sequence, now, report)
+        if done is None:
             return False
         self.finalised[status] = self.finalised.get(status, 0) + 1
-        if msg.status_callback:
+        if done.report is not None:
             self.reports_queued += 1
+            self._on_report(done.report)
         return True
 
     def repair(self) -> Deferred[int]:

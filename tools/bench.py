@@ -772,7 +772,7 @@ def start_py_spy(out: Path | None, pid: int, workdir: Path) -> subprocess.Popen[
     """Diagnosis only: sample the bridge with py-spy (if installed) for the throughput phase."""
     if out is None:
         return None
-    exe = shutil.which("py-spy")
+    exe = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if exe is None:
         raise BenchError("--py-spy: py-spy is not installed (pip install py-spy)")
     fmt = "raw" if out.suffix in (".txt", ".raw") else "speedscope" if out.suffix == ".json" else "flamegraph"

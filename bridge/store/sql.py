@@ -20,6 +20,7 @@ from bridge.store.records import (
     DeadPush,
     EarlyReceipt,
     ExportRow,
+    FinalisedMessage,
     MessageReceipt,
     MoCounts,
     MoPart,
@@ -207,24 +208,29 @@ class SqlMessages:
         return self._ex.read(lambda tx: _segment_statuses(tx, message_id))
 
     def finalise_message(self, message_id: str, status: str, org_code: str, final_seq: int,
-                         now: float, report: ReportBuilder | None = None) -> Deferred[MessageRecord | None]:
+                         now: float, report: ReportBuilder | None = None) -> Deferred[FinalisedMessage | None]:
         """Make a message final and queue its report in one transaction; None if it already was final.
 
         ``report`` turns the final record into the report's JSON payload; it is pushed to
-        the message's statusCallback (none queued without one).
+        the message's statusCallback (none queued without one). The queued row comes back
+        so the pusher can take it from memory once it is committed.
         """
-        def op(tx: Tx) -> MessageRecord | None:
+        def op(tx: Tx) -> FinalisedMessage | None:
             rows = tx.rows("UPDATE messages SET state = 'final', status = ?, org_code = ?, final_seq = ?,"
                            f" final_at = ? WHERE id = ? AND state != 'final' RETURNING {_MESSAGE_COLUMNS}",
                            (status, org_code, final_seq, now, message_id))
             if not rows:
                 return None
             msg = _message(rows[0])
+            item = None
             if report is not None and msg.status_callback:
-                tx.run("INSERT INTO outbox (kind, ref_id, url, payload, state, created_at, next_attempt_at)"
-                       " VALUES ('report', ?, ?, ?, 'pending', ?, ?) ON CONFLICT DO NOTHING",
-                       (message_id, msg.status_callback, report(msg), now, now))
-            return msg
+                payload = report(msg)
+                queued = tx.rows("INSERT INTO outbox (kind, ref_id, url, payload, state, created_at, next_attempt_at)"
+                                 " VALUES ('report', ?, ?, ?, 'pending', ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+                                 (message_id, msg.status_callback, payload, now, now))
+                if queued:
+                    item = OutboxItem(queued[0][0], "report", message_id, msg.status_callback, payload, 0, now, now)
+            return FinalisedMessage(msg, item)
         return self._ex.write(op)
 
     def unfinished_with_final_segments(self, limit: int = 1000) -> Deferred[list[str]]:

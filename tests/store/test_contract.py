@@ -99,9 +99,12 @@ class TestMessages:
         assert [(s.seq, s.state, s.status) for s in last.segments] == [(1, "final", "DELIVRD"), (2, "final", "UNDELIV")]
         assert list(last.segments) == r(store.messages.segments_of("a"))
         assert r(store.messages.unfinished_with_final_segments()) == ["a"]
-        msg = r(store.messages.finalise_message("a", "UNDELIV", "UNDELIV/1", 2, T0 + 1, lambda m: f'{{"id":"{m.id}"}}'))
+        done = r(store.messages.finalise_message("a", "UNDELIV", "UNDELIV/1", 2, T0 + 1, lambda m: f'{{"id":"{m.id}"}}'))
+        msg = done.message
         assert msg.state == "final" and msg.status == "UNDELIV" and msg.final_at == T0 + 1
         assert r(store.outbox.report_copy("a")).payload == '{"id":"a"}'
+        # The queued report comes back as the row the pusher would fetch.
+        assert done.report == r(store.outbox.due(T0 + 1, 10))[0]
         assert r(store.messages.finalise_message("a", "DELIVRD", "", 1, T0 + 2)) is None
         assert r(store.messages.unfinished_with_final_segments()) == []
 
