@@ -72,9 +72,10 @@ def open_store(config: StoreConfig, *, reactor: Any = None, inline: bool = False
     from bridge.store.sqlite import open_sqlite
 
     clock = reactor if reactor is not None else _NoClock()
-    store, executor = open_sqlite(config.path, clock=clock, synchronous=synchronous,
+    threads = reactor is not None and not inline   # a real reactor: commits and checkpoints off-thread
+    store, executor = open_sqlite(config.path, clock=clock, synchronous=synchronous, commit_thread=threads,
                                   commit_interval_s=0 if inline else config.commit_interval_ms / 1000)
-    if reactor is not None and not inline:
+    if threads:
         executor.start_background_checkpoints()
     return store
 
