@@ -10,14 +10,15 @@ The expiry policy lives here too: no receipt within the timeout is ``EXPIRED``.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 
 import structlog
 from twisted.internet.defer import Deferred
 
+from bridge.jsonfast import dumps_flat
 from bridge.models import MessageRecord, OutboxItem
 from bridge.store import Store
 from bridge.store.records import SegmentStatus
@@ -33,12 +34,17 @@ NO_RECEIPT = "SC:NORECEIPT"
 
 def iso_time(ts: float) -> str:
     """UTC timestamps as the platform writes them: ``2026-11-25T04:29:57Z``."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _iso_second(int(ts // 1))
+
+
+@lru_cache(maxsize=8)   # thousands of reports share each second
+def _iso_second(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def report_payload(msg: MessageRecord, status: str, org_code: str, org_desc: str, sequence: int,
                    update_time: float) -> str:
-    return json.dumps({
+    return dumps_flat({
         "smsMsgId": msg.id,
         "from": msg.channel,
         "to": msg.recipient,
@@ -49,7 +55,7 @@ def report_payload(msg: MessageRecord, status: str, org_code: str, org_desc: str
         "sequence": sequence,
         "updateTime": iso_time(update_time),
         "extend": msg.extend,
-    }, ensure_ascii=False, separators=(",", ":"))
+    })
 
 
 class Finaliser:
