@@ -41,7 +41,7 @@ from bridge.rules import SendingWindow
 from bridge.smpp.codec import Pdu
 from bridge.smpp.config import BindConfig
 from bridge.smpp.link import CarrierLink
-from bridge.store import StoreInUseError, lock_store, open_store
+from bridge.store import open_store
 from bridge.webhooks import WebhookKeys
 from carriers.profiles import load_profiles
 
@@ -86,11 +86,7 @@ class Daemon:
     async def _start(self) -> dict[str, Any]:
         cfg, reactor = self.config, self.reactor
         now = reactor.seconds
-        if cfg.store.backend == "sqlite":
-            self._lock = lock_store(cfg.store)
-            if self._lock is None:
-                raise StoreInUseError(f"store {cfg.store.path} is in use by another smpp-bridge process")
-        self.store = store = open_store(cfg.store, reactor=reactor)
+        self.store = store = open_store(cfg.store, reactor=reactor, daemon=True)
         targets = {cid: (c.host, c.port) for cid, c in cfg.carriers.items()}
         if cfg.simulator.embedded:
             targets = self._start_simulator()

@@ -14,13 +14,21 @@ from typing import Any, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred
 
-__all__ = ["Dialect", "Executor", "Op", "StoreError", "Tx"]
+__all__ = ["Dialect", "Executor", "Op", "StoreError", "StoreInUseError", "StoreMissingError", "Tx"]
 
 T = TypeVar("T")
 
 
 class StoreError(RuntimeError):
     """The store could not commit: nothing that waited on it may be acted upon."""
+
+
+class StoreInUseError(RuntimeError):
+    """Another smpp-bridge process owns this embedded store."""
+
+
+class StoreMissingError(StoreError):
+    """A tool was pointed at a store that does not exist (it would create an empty one)."""
 
 
 class Dialect(Enum):

@@ -113,8 +113,9 @@ class PostgresExecutor:
     """Queues ops on the reactor thread and runs them in batches on one database thread."""
 
     def __init__(self, url: str, *, reactor: Any = None, inline: bool = False,
-                 connect_timeout_s: float = 10.0) -> None:
+                 connect_timeout_s: float = 10.0, daemon: bool = False) -> None:
         self._url = url
+        self._daemon = daemon
         self.description = redact_url(url)
         self._reactor = reactor
         self._inline = inline or reactor is None
@@ -139,7 +140,7 @@ class PostgresExecutor:
         if self._conn is None or self._conn.closed:
             try:
                 self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=int(self._timeout))
-                if not self._inline:   # a daemon: tools see it through this shared lock
+                if self._daemon:   # tools see a running daemon through this shared lock
                     self._conn.execute("SELECT pg_try_advisory_lock_shared(%s)", (DAEMON_LOCK,))
             except psycopg.Error as exc:
                 raise StoreError(f"cannot connect to {self.description}: {exc}") from None
@@ -269,6 +270,7 @@ def _nothing(tx: Tx) -> None:
     return None
 
 
-def open_postgres(url: str, *, reactor: Any = None, inline: bool = False) -> tuple[SqlStore, PostgresExecutor]:
-    executor = PostgresExecutor(url, reactor=reactor, inline=inline)
+def open_postgres(url: str, *, reactor: Any = None, inline: bool = False,
+                  daemon: bool = False) -> tuple[SqlStore, PostgresExecutor]:
+    executor = PostgresExecutor(url, reactor=reactor, inline=inline, daemon=daemon)
     return SqlStore(executor), executor

@@ -27,7 +27,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 
-from bridge.store.executor import Dialect, StoreError, Tx
+from bridge.store.executor import Dialect, StoreError, StoreInUseError, Tx
 from bridge.store.schema import MIGRATIONS
 from bridge.store.sql import SqlStore
 
@@ -121,6 +121,7 @@ class SqliteExecutor:
         self.commits = 0
         self.commit_seconds = 0.0
         self.closed = False
+        self.lock: IO[Any] | None = None   # the one-process lock, when this process is the daemon
 
     def read(self, op: Callable[[Tx], T]) -> Deferred[T]:
         if self._committing:
@@ -295,12 +296,27 @@ class SqliteExecutor:
             if self._checkpoint_conn is not None:
                 with contextlib.suppress(sqlite3.Error):
                     self._checkpoint_conn.close()
+            if self.lock is not None:
+                self.lock.close()
             return result
         return self.flush().addBoth(shut)
 
 
 def open_sqlite(path: Path | str, *, clock: Any, commit_interval_s: float = 0.005,
-                synchronous: str = "FULL", commit_thread: bool = False) -> tuple[SqlStore, SqliteExecutor]:
-    executor = SqliteExecutor(path, clock=clock, commit_interval_s=commit_interval_s, synchronous=synchronous,
-                              commit_thread=commit_thread)
+                synchronous: str = "FULL", commit_thread: bool = False,
+                exclusive: bool = False) -> tuple[SqlStore, SqliteExecutor]:
+    """``exclusive``: hold the one-process lock for the store's life (StoreInUseError if held)."""
+    lock = None
+    if exclusive:
+        lock = lock_sqlite_store(path)
+        if lock is None:
+            raise StoreInUseError(f"store {path} is in use by another smpp-bridge process")
+    try:
+        executor = SqliteExecutor(path, clock=clock, commit_interval_s=commit_interval_s,
+                                  synchronous=synchronous, commit_thread=commit_thread)
+    except BaseException:
+        if lock is not None:
+            lock.close()
+        raise
+    executor.lock = lock
     return SqlStore(executor), executor
