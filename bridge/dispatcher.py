@@ -1,6 +1,6 @@
 """Moves queued segments from the store to the carrier links and records what came back.
 
-The queue lives in SQLite; each link holds only a few windows' worth in memory, so a
+The queue lives in the store; each link holds only a few windows' worth in memory, so a
 million queued messages cost disk, not RAM. The feeder reads only committed rows (it
 runs after a commit), so nothing goes on the wire that a crash could un-accept.
 """
