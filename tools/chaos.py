@@ -94,7 +94,8 @@ class Chaos:
         self.rng = random.Random(args.seed)
         self.cfg = LabConfig(workdir=workdir, receipt_delay_ms=(5, 100), window=20, response_timeout_s=2.0,
                              backoff_initial_s=0.2, backoff_max_s=1.0,
-                             sim_extra={"cmcc": "tps = 150"})   # one carrier throttles throughout
+                             sim_extra={"cmcc": "tps = 150"},   # one carrier throttles throughout
+                             store_url=args.store_url)
         self.receiver = Receiver()
         self.result = ChaosResult()
         self.accepted: list[str] = []
@@ -296,10 +297,15 @@ class Chaos:
 
     def _flagged_segments(self) -> set[tuple[str, int]]:
         """(destination, part) of segments the bridge flagged possibly sent twice: only it knows."""
+        query = "SELECT destination_addr, seq FROM segments WHERE possible_duplicate = 1"
+        if self.cfg.store_url:
+            import psycopg
+
+            with psycopg.connect(self.cfg.store_url) as pg:
+                return {(dest.lstrip("+"), seq) for dest, seq in pg.execute(query)}
         con = sqlite3.connect(f"file:{self.cfg.workdir / 'bridge.db'}?mode=ro", uri=True, timeout=5)
         try:
-            return {(dest.lstrip("+"), seq) for dest, seq in con.execute(
-                "SELECT destination_addr, seq FROM segments WHERE possible_duplicate = 1")}
+            return {(dest.lstrip("+"), seq) for dest, seq in con.execute(query)}
         finally:
             con.close()
 
@@ -344,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settle-timeout", type=float, default=180.0)
     p.add_argument("--json-out", type=Path, default=None)
     p.add_argument("--keep", action="store_true", help="keep the work directory")
+    p.add_argument("--store-url", default=None, metavar="URL",
+                   help="run the daemon on this (empty) PostgreSQL database instead of SQLite")
     args = p.parse_args(argv)
     if args.messages < 1 or args.rate <= 0 or args.kills < 0 or args.mo < 0:
         p.error("--messages, --rate must be positive; --kills, --mo not negative")
