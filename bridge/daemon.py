@@ -29,7 +29,7 @@ from bridge.inbound import InboundHandler
 from bridge.intake import IntakeService
 from bridge.logs import configure_logging
 from bridge.matching import ReceiptMatcher
-from bridge.metrics import MetricsSources, render_metrics
+from bridge.metrics import MetricsSources, StoreWork, render_metrics
 from bridge.mo import MoHandler
 from bridge.models import InboundMessage
 from bridge.openapi import openapi_document
@@ -205,7 +205,7 @@ class Daemon:
             mo=lambda: self.inbound.mo_count,
             pushes=lambda: dict(self.gauges.pushes),
             binds=self.dispatcher.bind_status,
-            store_commits=lambda: (self.store.commits, self.store.commit_seconds),
+            store_work=lambda: StoreWork(self.store.commits, self.store.commit_seconds, self.store.statements),
             backlog=lambda: dict(self.gauges.segments),
         )
 

@@ -161,6 +161,7 @@ class CpuResult:
     wall_s: float
     database_s: float = 0.0              # PostgreSQL server processes (0 on SQLite)
     bridge_and_db_s_per_message: float = 0.0
+    statements_per_message: float = 0.0  # SQL statements the bridge ran (smpp_bridge_store_statements)
 
 
 @dataclass(frozen=True, slots=True)
@@ -807,6 +808,7 @@ def run_throughput(system: System, args: argparse.Namespace, pool: NumberPool, r
     base = system.receiver_summary()
     procs = (system.bridge, system.sim, system.receiver)
     cpu0 = [proc_usage(p.pid).cpu_s for p in procs] + [self_cpu(), postgres_cpu()]
+    statements0 = system.metrics().get("smpp_bridge_store_statements_total", 0.0)
     t0 = time.time()
     timeline = _Timeline(t0, sub0, base["distinct"], cpu0[0], latency=args.plot is not None)
     if timeline.latency:
@@ -830,6 +832,7 @@ def run_throughput(system: System, args: argparse.Namespace, pool: NumberPool, r
     expected = base["distinct"] + len(res.accepted_ids)
     summary = wait_reports(system, expected, max(1.0, deadline - time.monotonic()), sample)
     cpu1 = [proc_usage(p.pid).cpu_s for p in procs] + [self_cpu(), postgres_cpu()]
+    statements = system.metrics().get("smpp_bridge_store_statements_total", 0.0) - statements0
     stop_py_spy(spy, log)
     wall = summary["last_ack"] - t0 if summary["distinct"] >= expected else time.time() - t0
     missing = len(set(res.accepted_ids) - system.receiver_ids())
@@ -856,7 +859,8 @@ def run_throughput(system: System, args: argparse.Namespace, pool: NumberPool, r
                     simulator_s=round(deltas[1], 2), receiver_s=round(deltas[2], 2),
                     load_generator_s=round(deltas[3], 2), wall_s=round(wall, 2),
                     database_s=round(deltas[4], 2),
-                    bridge_and_db_s_per_message=round((deltas[0] + deltas[4]) / max(1, n), 6))
+                    bridge_and_db_s_per_message=round((deltas[0] + deltas[4]) / max(1, n), 6),
+                    statements_per_message=round(statements / max(1, n), 2))
     return tp, cpu, timeline.rows
 
 
@@ -987,9 +991,10 @@ def print_throughput(results: dict[str, Any]) -> None:
         (f"intake→submit_sm p99 @ {lat['offered_rate']:g} msg/s", _fmt(lat["p99_ms"], " ms"), "≤ 50 ms",
          lat["p99_ms"] <= TARGETS["latency_p99_ms"]),
         ("bridge CPU per message", _fmt(cpu["bridge_s_per_message"] * 1e6 / 1000, " ms"), "", None),
-        ("bridge + PostgreSQL CPU per message",
-         _fmt(cpu.get("bridge_and_db_s_per_message", 0.0) * 1e6 / 1000, " ms"),
-         f"database {cpu.get('database_s', 0.0):.1f} s", None),
+        *([("bridge + PostgreSQL CPU per message",
+            _fmt(cpu.get("bridge_and_db_s_per_message", 0.0) * 1e6 / 1000, " ms"),
+            f"database {cpu.get('database_s', 0.0):.1f} s", None)] if results["options"].get("store_url") else []),
+        ("SQL statements per message", _fmt(cpu.get("statements_per_message", 0.0), ""), "", None),
         ("bridge peak RSS", _fmt(results["bridge_peak_rss_mb"], " MB"), "", None),
         (f"codec ceiling (smpplib, window {codec['window']})", _fmt(codec["rate"], " msg/s"),
          f"client {codec['client_cpu_us_per_submit']:.0f} µs/submit", None),

@@ -9,12 +9,13 @@ SQL both backends understand; the few dialect differences are attributes of the 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred
 
-__all__ = ["Dialect", "Executor", "Op", "StoreError", "StoreInUseError", "StoreMissingError", "Tx"]
+__all__ = ["Dialect", "Executor", "Op", "StatementCount", "StoreError", "StoreInUseError", "StoreMissingError", "Tx"]
 
 T = TypeVar("T")
 
@@ -29,6 +30,13 @@ class StoreInUseError(RuntimeError):
 
 class StoreMissingError(StoreError):
     """A tool was pointed at a store that does not exist (it would create an empty one)."""
+
+
+@dataclass(slots=True)
+class StatementCount:
+    """SQL statements executed (an executemany of n rows counts n): the store's work per message."""
+
+    n: int = 0
 
 
 class Dialect(Enum):
@@ -53,6 +61,7 @@ class Executor(Protocol):
     description: str
     commits: int
     commit_seconds: float
+    statements: StatementCount
 
     def read(self, op: Callable[[Tx], T]) -> Deferred[T]: ...
     def write(self, op: Callable[[Tx], T]) -> Deferred[T]: ...

@@ -148,6 +148,7 @@ class Store(Protocol):
     description: str        # for logs and the ready line: a path, or a URL without password
     commits: int
     commit_seconds: float
+    statements: int         # SQL statements executed so far (an executemany of n rows counts n)
 
     def durable(self) -> Deferred[None]: ...
     def flush(self) -> Deferred[None]: ...

@@ -28,7 +28,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from bridge.store.executor import Dialect, StoreError, Tx
+from bridge.store.executor import Dialect, StatementCount, StoreError, Tx
 from bridge.store.schema import MIGRATIONS, postgres_ddl
 from bridge.store.sql import SqlStore
 
@@ -67,20 +67,24 @@ class _PgTx:
     for_update = " FOR UPDATE"
     skip_locked = " FOR UPDATE SKIP LOCKED"
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], count: StatementCount) -> None:
         self._cur = conn.cursor()
+        self._count = count
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        self._count.n += 1
         self._cur.execute(_pg(sql), params)
         return self._cur.fetchall() if self._cur.description is not None else []
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        self._count.n += 1
         self._cur.execute(_pg(sql), params)
         return self._cur.rowcount
 
     def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         rows = list(rows)
         if rows:
+            self._count.n += len(rows)
             self._cur.executemany(_pg(sql), rows)
 
 
@@ -127,6 +131,7 @@ class PostgresExecutor:
         self._pool: ThreadPool | None = None
         self.commits = 0
         self.commit_seconds = 0.0
+        self.statements = StatementCount()
         # Connect and migrate now, on the caller's thread, before anything depends on it.
         conn = self._connection()
         applied = migrate_postgres(conn)
@@ -204,7 +209,7 @@ class PostgresExecutor:
             return [_Outcome(False, exc)] * len(ops)
         try:
             with conn.transaction():
-                tx = _PgTx(conn)
+                tx = _PgTx(conn, self.statements)
                 values = [op(tx) for op in ops]
             self.commits += 1
             self.commit_seconds += time.perf_counter() - t0
@@ -221,7 +226,7 @@ class PostgresExecutor:
     def _run_alone(self, conn: psycopg.Connection[Any], op: Callable[[Tx], Any]) -> _Outcome:
         try:
             with conn.transaction():
-                value = op(_PgTx(conn))
+                value = op(_PgTx(conn, self.statements))
             self.commits += 1
             return _Outcome(True, value)
         except psycopg.OperationalError as exc:

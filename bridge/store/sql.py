@@ -647,6 +647,10 @@ class SqlStore:
     def commit_seconds(self) -> float:
         return self._ex.commit_seconds
 
+    @property
+    def statements(self) -> int:
+        return self._ex.statements.n
+
     def durable(self) -> Deferred[None]:
         return self._ex.durable()
 

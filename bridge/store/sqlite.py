@@ -27,7 +27,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 
-from bridge.store.executor import Dialect, StoreError, StoreInUseError, Tx
+from bridge.store.executor import Dialect, StatementCount, StoreError, StoreInUseError, Tx
 from bridge.store.schema import MIGRATIONS
 from bridge.store.sql import SqlStore
 
@@ -73,16 +73,21 @@ class _SqliteTx:
     for_update = ""
     skip_locked = ""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, count: StatementCount) -> None:
         self._conn = conn
+        self._count = count
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        self._count.n += 1
         return self._conn.execute(sql, params).fetchall()
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        self._count.n += 1
         return self._conn.execute(sql, params).rowcount
 
     def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        rows = rows if isinstance(rows, list) else list(rows)
+        self._count.n += len(rows)
         self._conn.executemany(sql, rows)
 
 
@@ -106,7 +111,8 @@ class SqliteExecutor:
         self.db.execute(f"PRAGMA synchronous = {synchronous}")
         _migrations.apply(self.db)
         self._conn: sqlite3.Connection = self.db.conn
-        self._tx = _SqliteTx(self._conn)
+        self.statements = StatementCount()
+        self._tx = _SqliteTx(self._conn, self.statements)
         self._clock = clock
         self._interval = commit_interval_s
         self._waiters: list[Deferred[None]] = []

@@ -54,6 +54,12 @@ class TestMessages:
         assert [d.state for d in r(store.messages.segment_details("m1"))] == ["dispatched", "dispatched"]
         assert r(store.messages.get("nope")) is None
 
+    def test_statements_are_counted(self, store: Store) -> None:
+        """One message row and its two segment rows: three statements (the work per message, in /metrics)."""
+        before = store.statements
+        r(store.messages.insert([_msg("a", segments=2)]))
+        assert store.statements - before == 3
+
     def test_take_queued_oldest_first_per_carrier_and_limited(self, store: Store) -> None:
         """A take claims the oldest queued segments of one carrier, at most ``limit``."""
         r(store.messages.insert([_msg("a", segments=3), _msg("b", carrier="cucc"), _msg("c")]))
