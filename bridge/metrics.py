@@ -60,7 +60,7 @@ class _Collector:
             rc.add_metric([outcome], n)
         yield rc
         yield CounterMetricFamily("smpp_bridge_mo", "MO deliver_sm received", value=s.mo())
-        pu = GaugeMetricFamily("smpp_bridge_outbox", "Outbox rows by kind and state", labels=["kind", "state"])
+        pu = GaugeMetricFamily("smpp_bridge_outbox", "Outbox rows waiting (pending) or given up (dead), by kind", labels=["kind", "state"])
         for key, n in sorted(s.pushes().items()):
             kind, _, state = key.partition(":")
             pu.add_metric([kind, state], n)

@@ -78,6 +78,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("m002_outbox_created", ("CREATE INDEX outbox_created ON outbox(created_at)",)),
     # The backlog gauge counts held segments without a scan.
     Migration("m003_segments_held", ("CREATE INDEX segments_held ON segments(id) WHERE state = 'held'",)),
+    # The outbox gauge counts pending and dead rows per kind without scanning acknowledged ones.
+    Migration("m004_outbox_open_by_kind", (
+        "CREATE INDEX outbox_pending_kind ON outbox(kind) WHERE state = 'pending'",
+        "CREATE INDEX outbox_dead_kind ON outbox(kind) WHERE state = 'dead'",
+    )),
 )
 
 _PG_TYPES = (

@@ -504,8 +504,18 @@ class SqlOutbox:
             " WHERE kind IN ('report', 'uplink') AND ref_id = ?", (ref_id,))])
 
     def counts(self) -> Deferred[list[StateCount]]:
+        """Every row by kind and state: a scan of the whole outbox (tools and tests, not gauges)."""
         return self._ex.read(lambda tx: [StateCount(s, n, k) for k, s, n in tx.rows(
             "SELECT kind, state, COUNT(*) FROM outbox GROUP BY kind, state")])
+
+    def open_counts(self) -> Deferred[list[StateCount]]:
+        """Pending and dead rows by kind, each on its partial index: acknowledged rows (which
+        pile up until retention removes them) are never read."""
+        def op(tx: Tx) -> list[StateCount]:
+            return [StateCount(state, n, kind) for state in (PushState.PENDING, PushState.DEAD)
+                    for kind, n in tx.rows(f"SELECT kind, COUNT(*) FROM outbox WHERE state = '{state}'"
+                                           " GROUP BY kind")]
+        return self._ex.read(op)
 
     def dead(self, limit: int = 100) -> Deferred[list[DeadPush]]:
         return self._ex.read(lambda tx: [DeadPush(*r) for r in tx.rows(

@@ -178,6 +178,8 @@ class TestOutbox:
         assert dead.id == second.id and dead.last_error == "gave up" and dead.attempts == 2
         counts = {(c.kind, c.state): c.count for c in r(store.outbox.counts())}
         assert counts == {("report", "acked"): 1, ("report", "dead"): 1, ("report", "pending"): 1}
+        open_counts = {(c.kind, c.state): c.count for c in r(store.outbox.open_counts())}
+        assert open_counts == {("report", "dead"): 1, ("report", "pending"): 1}     # acked rows: never read
         states = {c.state: c.count for c in r(store.outbox.states_of(ids))}
         assert states == {PushState.ACKED: 1, PushState.DEAD: 1, PushState.PENDING: 1}
         assert r(store.outbox.revive(second.id, T0 + 8)) is True
