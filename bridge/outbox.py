@@ -202,10 +202,10 @@ class Pusher:
         self._dead = 0
 
     def _default_client(self) -> HTTPClient:
-        client, self._pool = build_client(self._reactor, timeout=self._cfg.timeout_s,
-                                          allow_private=self._cfg.allow_private,
-                                          per_host=self._lane_cap, idle_s=_IDLE_CONNECTION_S)
-        return client
+        self._pool = build_client(self._reactor, timeout=self._cfg.timeout_s,
+                                  allow_private=self._cfg.allow_private,
+                                  per_host=self._lane_cap, idle_s=_IDLE_CONNECTION_S)
+        return self._pool
 
     # -- public API ---------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import (
     HostnameEndpoint,
     TCP4ClientEndpoint,
@@ -24,16 +24,14 @@ from twisted.internet.interfaces import IResolutionReceiver, IStreamClientEndpoi
 from twisted.internet.protocol import Protocol as _WireProtocol
 from twisted.python.failure import Failure
 from twisted.web.client import (
-    Agent,
     BrowserLikePolicyForHTTPS,
-    HTTPConnectionPool,
     ResponseDone,
 )
 from twisted.web.http import PotentialDataLoss
-from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer
+from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
+from bridge.pushclient import PushConnectionPool
 from bridge.urlpolicy import (
     PushTarget,
     address_problem,
@@ -42,7 +40,7 @@ from bridge.urlpolicy import (
     target_allowed_private,
 )
 
-__all__ = ["AgentClient", "CheckedEndpoints", "Discard", "HTTPClient", "PushRefused", "build_client"]
+__all__ = ["CheckedEndpoints", "Discard", "HTTPClient", "PushRefused", "build_client"]
 
 BASE_HEADERS = {
     "Content-Type": ["application/json; charset=utf-8"],
@@ -58,45 +56,6 @@ class HTTPClient(Protocol):
     """What the pusher needs of treq: ``HTTPClient``, ``StubTreq`` and :class:`AgentClient` fit."""
 
     def request(self, method: str, url: str, **kwargs: Any) -> Deferred[Any]: ...
-
-
-@implementer(IBodyProducer)
-class _Body:
-    """A fixed JSON body, written at once (FileBodyProducer would schedule a cooperator task)."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self.length = len(data)
-
-    def startProducing(self, consumer: Any) -> Deferred[None]:  # noqa: N802 (Twisted API)
-        consumer.write(self._data)
-        return succeed(None)
-
-    def pauseProducing(self) -> None:  # noqa: N802 (Twisted API)
-        pass
-
-    def resumeProducing(self) -> None:  # noqa: N802 (Twisted API)
-        pass
-
-    def stopProducing(self) -> None:  # noqa: N802 (Twisted API)
-        pass
-
-
-class AgentClient:
-    """The treq ``request`` call shape over a bare Agent.
-
-    Profiling showed treq's per-request stack (cookie agent, content decoder, URL
-    rebuilding) costing about a tenth of the daemon's CPU at 1,000 pushes/s. Pushes need
-    none of it: no cookies, no redirects, no compressed answers; the body is discarded.
-    """
-
-    def __init__(self, agent: Any) -> None:
-        self._agent = agent
-
-    def request(self, method: str, url: str, *, data: bytes,
-                headers: dict[str, list[str]] | None = None, **_ignored: Any) -> Deferred[Any]:
-        raw = Headers({k.encode(): [v.encode() for v in vs] for k, vs in (headers or BASE_HEADERS).items()})
-        return self._agent.request(method.encode(), url.encode("utf-8"), raw, _Body(data))
 
 
 class Discard(_WireProtocol):
@@ -218,11 +177,7 @@ class CheckedEndpoints:
 
 
 def build_client(reactor: Any, *, timeout: float, allow_private: frozenset[str], per_host: int,
-                 idle_s: float) -> tuple[AgentClient, HTTPConnectionPool]:
-    """A keep-alive client whose connections pass the SSRF check; the pool is closed at stop."""
-    pool = HTTPConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = per_host
-    pool.cachedConnectionTimeout = idle_s
-    agent = Agent.usingEndpointFactory(
-        reactor, CheckedEndpoints(reactor, timeout=timeout, allow_private=allow_private), pool=pool)
-    return AgentClient(agent), pool
+                 idle_s: float) -> PushConnectionPool:
+    """A keep-alive client whose connections pass the SSRF check; close its connections at stop."""
+    return PushConnectionPool(reactor, CheckedEndpoints(reactor, timeout=timeout, allow_private=allow_private),
+                              per_host=per_host, idle_s=idle_s)
