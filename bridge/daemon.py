@@ -4,6 +4,10 @@ The only module (with the CLI) that imports the global reactor. On start it resu
 from the store: dispatched-but-unanswered segments are resent, pending pushes go out.
 On SIGTERM/SIGINT: intake answers 503, in-flight submits drain (bounded), binds
 unbind, the store is flushed.
+
+Every instance is a cluster member (:mod:`bridge.cluster`): it opens the binds whose
+slots it holds, and runs the once-per-cluster jobs (expiry, held release, MO expiry,
+pruning) only while it leads. On SQLite the one process is the whole cluster.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from twisted.internet.error import ReactorNotRunning
 from twisted.internet.task import LoopingCall
 
 from bridge.api import ApiState, build_site, capped
+from bridge.cluster.binds import SlotKeeper
+from bridge.cluster.membership import Membership
+from bridge.cluster.timing import ClusterTiming, node_name
 from bridge.config import BridgeConfig, CarrierConfig
 from bridge.dispatcher import Dispatcher
 from bridge.finaliser import Finaliser
@@ -69,9 +76,10 @@ def bind_configs(carrier: CarrierConfig, host: str, port: int) -> list[BindConfi
 class Daemon:
     """Every long-lived component of a running bridge."""
 
-    def __init__(self, config: BridgeConfig, reactor: Any) -> None:
+    def __init__(self, config: BridgeConfig, reactor: Any, *, node: str | None = None) -> None:
         self.config = config
         self.reactor = reactor
+        self.node = node or node_name(config.cluster)
         self.simulator: Any = None
         self.api_port: Any = None
         self._timers: list[LoopingCall] = []
@@ -104,13 +112,21 @@ class Daemon:
                                      reactor=reactor, now=now, on_change=self._wake_pusher)
         self.mo = MoHandler(cfg, store, now=now, on_push=self._wake_pusher)
         self.inbound = InboundHandler(store, self.matcher, self.mo, on_change=self._wake_pusher)
+        links: dict[str, CarrierLink] = {}
         for cid, carrier in cfg.carriers.items():
             if not carrier.enabled:
                 continue
             host, port = targets[cid]
-            link = CarrierLink(cid, bind_configs(carrier, host, port), reactor=reactor,
-                               on_outcomes=self.dispatcher.on_outcomes, on_deliver=self._on_deliver)
+            links[cid] = link = CarrierLink(cid, bind_configs(carrier, host, port), reactor=reactor, leased=True,
+                                            on_outcomes=self.dispatcher.on_outcomes, on_deliver=self._on_deliver)
             self.dispatcher.add_link(cid, link)
+        timing = ClusterTiming(cfg.cluster.failover_s)
+        self.slots = SlotKeeper(self.node, links, timing, clock=reactor, release=self._release_slots,
+                                requeue=self.dispatcher.requeue_unfinished)
+        self.membership = Membership(store.cluster, self.node, timing,
+                                     {cid: len(link.binds) for cid, link in links.items()},
+                                     clock=reactor, api=self._api_address, binds=self._binds_json,
+                                     on_view=self.slots.apply)
         self.intake = IntakeService(cfg, store, self.router, self.finaliser, clock_now=now)
         self.gauges = StoreGauges(store)
         self.pruner = Pruner(store, cfg.store.retention_days, clock=reactor, now=now)
@@ -127,20 +143,23 @@ class Daemon:
             log.info("held.rescheduled", messages=moved)
         await self.mo.start()
         await self.finaliser.repair()
+        await self.membership.join()
         await self.dispatcher.start()
         await store.durable()
+        self.membership.startService()
         site = build_site(cfg, store, self.intake, self.api_state)
         self.api_port = reactor.listenTCP(cfg.api.port, capped(site, cfg), interface=cfg.api.host)
         self.pusher.start()
         self.gauges.start(reactor)
-        self.pruner.start()
-        self._every(self.finaliser.expire_overdue, min(60.0, max(0.05, cfg.rules.receipt_timeout_s / 10)))
-        self._every(self._release_held, 1.0)
+        lead = self._when_leading
+        self._every(lead(self.pruner.prune_once), 10.0)
+        self._every(lead(self.finaliser.expire_overdue), min(60.0, max(0.05, cfg.rules.receipt_timeout_s / 10)))
+        self._every(lead(self._release_held), 1.0)
         self._every(self.matcher.sweep, 1.0)
         self._every(self.pusher.wake, 1.0)   # picks up pushes queued by operator tools
-        self._every(self.mo.expire_stale, min(30.0, max(0.05, cfg.rules.mo_reassembly_ttl_s / 10)))
+        self._every(lead(self.mo.expire_stale), min(30.0, max(0.05, cfg.rules.mo_reassembly_ttl_s / 10)))
         ready = {"event": "ready", "api": self.api_port.getHost().port, "db": store.description,
-                 "backend": cfg.store.backend}
+                 "backend": cfg.store.backend, "node": self.node}
         if self.simulator is not None:
             ready["sim"] = dict(self.simulator.ports)
             ready["control"] = self.simulator.control_port
@@ -177,6 +196,25 @@ class Daemon:
         self._timers.append(loop)
 
     # -- periodic work ------------------------------------------------------------------
+
+    def _when_leading(self, fn: Any) -> Any:
+        """``fn`` as a once-per-cluster job: it runs only on the member that leads now."""
+        def job() -> Any:
+            return fn() if self.membership.is_leader else None
+        job.__name__ = getattr(fn, "__name__", "job")
+        return job
+
+    def _release_slots(self, slots: Any) -> Deferred[None]:
+        return self.store.cluster.release(self.node, slots)
+
+    def _api_address(self) -> str:
+        if self.api_port is None:
+            return ""
+        host = self.api_port.getHost()
+        return f"{host.host}:{host.port}"
+
+    def _binds_json(self) -> str:
+        return json.dumps([dataclasses.asdict(b) for b in self.dispatcher.bind_status()])
 
     def _release_held(self) -> Deferred[None]:
         def released(ids: list[str]) -> None:
@@ -223,8 +261,11 @@ class Daemon:
             if loop.running:
                 loop.stop()
         self.gauges.stop()
-        self.pruner.stop()
+        self.slots.stop()
+        self.membership.stop_claiming()   # still renewing: the binds close before the leases go
         d = self.dispatcher.stop(DRAIN_TIMEOUT_S)
+        d.addBoth(lambda _: self.slots.closed())
+        d.addBoth(lambda _: self.membership.stopService())
         d.addBoth(lambda _: self.pusher.stop())
         d.addBoth(lambda _: self.api_port.stopListening() if self.api_port else None)
         d.addBoth(lambda _: self.simulator.stop() if self.simulator is not None else succeed(None))

@@ -9,7 +9,7 @@ segment handed to a bind) before :meth:`Store.durable` has fired.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from twisted.internet.defer import Deferred
@@ -17,13 +17,16 @@ from twisted.internet.defer import Deferred
 from bridge.models import MessageRecord, NewMessage, NewMo, OutboxItem, SegmentRecord
 from bridge.store.records import (
     BlacklistEntry,
+    ClusterView,
     DeadPush,
     EarlyReceipt,
     ExportRow,
+    Heartbeat,
     MessageReceipt,
     MoCounts,
     MoPart,
     MoRecord,
+    NodeInfo,
     PruneCounts,
     PushRecord,
     RawReceipt,
@@ -33,12 +36,13 @@ from bridge.store.records import (
     SegmentFinal,
     SegmentMatch,
     SegmentStatus,
+    SlotLease,
     StateCount,
     SubmitAccepted,
     UnmatchedReceipt,
 )
 
-__all__ = ["BlacklistStore", "MessageStore", "MoStore", "OutboxStore", "ReceiptStore", "Store"]
+__all__ = ["BlacklistStore", "ClusterStore", "MessageStore", "MoStore", "OutboxStore", "ReceiptStore", "Store"]
 
 
 class MessageStore(Protocol):
@@ -136,14 +140,31 @@ class BlacklistStore(Protocol):
     def entries(self, channel: str | None, limit: int = 1000) -> Deferred[list[BlacklistEntry]]: ...
 
 
+class ClusterStore(Protocol):
+    """Members and bind-slot leases. On SQLite the lone process is the whole cluster.
+
+    ``beat``'s planner is a pure function of the view inside the heartbeat transaction,
+    returning the (carrier, slot) pairs to take; taking is compare-and-set.
+    """
+
+    def join(self, beat: Heartbeat, totals: Mapping[str, int]) -> Deferred[None]: ...
+    def beat(self, beat: Heartbeat,
+             planner: Callable[[ClusterView, str], Sequence[tuple[str, int]]]) -> Deferred[ClusterView]: ...
+    def release(self, node: str, slots: Sequence[tuple[str, int]]) -> Deferred[None]: ...
+    def leave(self, node: str) -> Deferred[None]: ...
+    def nodes(self, live_after: float) -> Deferred[list[NodeInfo]]: ...
+    def slots(self) -> Deferred[list[SlotLease]]: ...
+
+
 class Store(Protocol):
-    """One backend: the five concerns plus the one durability concept."""
+    """One backend: the five concerns, cluster membership, and the one durability concept."""
 
     messages: MessageStore
     receipts: ReceiptStore
     outbox: OutboxStore
     mo: MoStore
     blacklist: BlacklistStore
+    cluster: ClusterStore
     description: str        # for logs and the ready line: a path, or a URL without password
     commits: int
     commit_seconds: float

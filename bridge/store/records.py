@@ -9,13 +9,16 @@ from bridge.models import NewMo
 
 __all__ = [
     "BlacklistEntry",
+    "ClusterView",
     "DeadPush",
     "EarlyReceipt",
     "ExportRow",
+    "Heartbeat",
     "MessageReceipt",
     "MoCounts",
     "MoPart",
     "MoRecord",
+    "NodeInfo",
     "PruneCounts",
     "PushKind",
     "PushRecord",
@@ -27,6 +30,7 @@ __all__ = [
     "SegmentFinal",
     "SegmentMatch",
     "SegmentStatus",
+    "SlotLease",
     "StateCount",
     "SubmitAccepted",
     "UnmatchedReceipt",
@@ -242,3 +246,63 @@ class PruneCounts:
     @property
     def total(self) -> int:
         return self.messages + self.segments + self.receipts + self.mo + self.pushes
+
+
+@dataclass(frozen=True, slots=True)
+class SlotLease:
+    """One of a carrier's configured binds as a cluster-wide slot: who holds it, until when.
+
+    ``node`` is None for a slot nobody holds; a lease whose ``lease_until`` has passed is
+    free to take, whoever it names.
+    """
+
+    carrier: str
+    slot: int
+    node: str | None
+    lease_until: float
+
+    def held_by(self, node: str, now: float) -> bool:
+        return self.node == node and self.lease_until > now
+
+    def free(self, now: float) -> bool:
+        return self.node is None or self.lease_until <= now
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """A cluster member as it last reported itself (``binds`` is its JSON bind list)."""
+
+    name: str
+    started_at: float
+    heartbeat_at: float
+    api: str
+    binds: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView:
+    """The cluster as one heartbeat transaction saw it: live members (sorted) and the slots."""
+
+    now: float
+    live: tuple[str, ...]
+    slots: tuple[SlotLease, ...]
+
+    def leader(self) -> str | None:
+        """The member that runs the once-per-cluster jobs: the lowest live name."""
+        return self.live[0] if self.live else None
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """What a member writes each beat; ``lease_until`` is where its held leases move to.
+
+    ``live_after``: a member whose last heartbeat is older is dead.
+    """
+
+    node: str
+    now: float
+    started_at: float
+    lease_until: float
+    live_after: float
+    api: str = ""
+    binds: str = "[]"

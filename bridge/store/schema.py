@@ -78,6 +78,16 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("m002_outbox_created", ("CREATE INDEX outbox_created ON outbox(created_at)",)),
     # The backlog gauge counts held segments without a scan.
     Migration("m003_segments_held", ("CREATE INDEX segments_held ON segments(id) WHERE state = 'held'",)),
+    # Cluster membership: one row per running instance, its heartbeat and what it reports
+    # (API address, its binds' states); and each carrier's binds as cluster-wide leased slots.
+    Migration("m004_cluster", (
+        """CREATE TABLE nodes (
+            name TEXT PRIMARY KEY, started_at REAL NOT NULL, heartbeat_at REAL NOT NULL,
+            api TEXT NOT NULL DEFAULT '', binds TEXT NOT NULL DEFAULT '[]')""",
+        """CREATE TABLE bind_slots (
+            carrier TEXT NOT NULL, slot INTEGER NOT NULL, node TEXT,
+            lease_until REAL NOT NULL DEFAULT 0, PRIMARY KEY (carrier, slot))""",
+    )),
 )
 
 _PG_TYPES = (

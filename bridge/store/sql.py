@@ -14,6 +14,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from bridge.models import MessageRecord, NewMessage, NewMo, OutboxItem, SegmentRecord
+from bridge.store.cluster import SqlCluster
 from bridge.store.executor import Executor, Tx
 from bridge.store.records import (
     BlacklistEntry,
@@ -619,7 +620,7 @@ class SqlBlacklist:
 
 
 class SqlStore:
-    """The five concerns over one executor: what both backends hand out."""
+    """The five concerns, and cluster membership, over one executor: what both backends hand out."""
 
     def __init__(self, executor: Executor) -> None:
         self._ex = executor
@@ -628,6 +629,7 @@ class SqlStore:
         self.outbox = SqlOutbox(executor)
         self.mo = SqlMo(executor)
         self.blacklist = SqlBlacklist(executor)
+        self.cluster = SqlCluster(executor)
 
     @property
     def description(self) -> str:
