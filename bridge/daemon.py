@@ -98,7 +98,7 @@ class Daemon:
             self._lock = lock_store(cfg.store)
             if self._lock is None:
                 raise StoreInUseError(f"store {cfg.store.path} is in use by another smpp-bridge process")
-        self.store = store = open_store(cfg.store, reactor=reactor)
+        self.store = store = open_store(cfg.store, reactor=reactor, node=self.node)
         targets = {cid: (c.host, c.port) for cid, c in cfg.carriers.items()}
         if cfg.simulator.embedded:
             targets = self._start_simulator()
@@ -144,7 +144,11 @@ class Daemon:
         await self.mo.start()
         await self.finaliser.repair()
         await self.membership.join()
-        await self.dispatcher.start()
+        # What this member dispatched in a previous run, or members now dead did: resent, flagged.
+        resent = await store.cluster.requeue_orphans(self.membership.live_after(), own=self.node)
+        if resent:
+            log.warning("dispatch.resend_after_restart", segments=resent)
+        await self.dispatcher.start(resend_dispatched=False)
         await store.durable()
         self.membership.startService()
         site = build_site(cfg, store, self.intake, self.api_state)
@@ -153,6 +157,7 @@ class Daemon:
         self.gauges.start(reactor)
         lead = self._when_leading
         self._every(lead(self.pruner.prune_once), 10.0)
+        self._every(lead(self._requeue_dead), timing.heartbeat_s)
         self._every(lead(self.finaliser.expire_overdue), min(60.0, max(0.05, cfg.rules.receipt_timeout_s / 10)))
         self._every(lead(self._release_held), 1.0)
         self._every(self.matcher.sweep, 1.0)
@@ -203,6 +208,14 @@ class Daemon:
             return fn() if self.membership.is_leader else None
         job.__name__ = getattr(fn, "__name__", "job")
         return job
+
+    def _requeue_dead(self) -> Deferred[None]:
+        """The leader resends what dead members had dispatched and left unanswered."""
+        def requeued(count: int) -> None:
+            if count:
+                log.warning("cluster.requeued_dead_members_segments", segments=count)
+                self.dispatcher.kick()
+        return self.store.cluster.requeue_orphans(self.membership.live_after()).addCallback(requeued)
 
     def _release_slots(self, slots: Any) -> Deferred[None]:
         return self.store.cluster.release(self.node, slots)

@@ -97,6 +97,18 @@ class SqlCluster:
             "SELECT name, started_at, heartbeat_at, api, binds FROM nodes WHERE heartbeat_at > ?"
             " ORDER BY name", (live_after,))])
 
+    def requeue_orphans(self, live_after: float, own: str | None = None) -> Deferred[int]:
+        """Dispatched segments nobody alive will answer for: requeued, flagged possible duplicate.
+
+        Those of members whose last heartbeat is at or before ``live_after``, of no member
+        (before cluster mode), and, at a member's start, its own from a previous run (``own``).
+        """
+        return self._ex.write(lambda tx: tx.run(
+            "UPDATE segments SET state = 'queued', possible_duplicate = 1, dispatched_by = NULL"
+            " WHERE state = 'dispatched' AND (dispatched_by IS NULL OR dispatched_by = ?"
+            " OR dispatched_by NOT IN (SELECT name FROM nodes WHERE heartbeat_at > ?))",
+            (own, live_after)))
+
     def slots(self) -> Deferred[list[SlotLease]]:
         return self._ex.read(lambda tx: [SlotLease(c, int(s), n, float(u)) for c, s, n, u in tx.rows(
             "SELECT carrier, slot, node, lease_until FROM bind_slots ORDER BY carrier, slot")])

@@ -269,6 +269,7 @@ def _nothing(tx: Tx) -> None:
     return None
 
 
-def open_postgres(url: str, *, reactor: Any = None, inline: bool = False) -> tuple[SqlStore, PostgresExecutor]:
+def open_postgres(url: str, *, reactor: Any = None, inline: bool = False,
+                  node: str = "") -> tuple[SqlStore, PostgresExecutor]:
     executor = PostgresExecutor(url, reactor=reactor, inline=inline)
-    return SqlStore(executor), executor
+    return SqlStore(executor, node), executor

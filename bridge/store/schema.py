@@ -88,6 +88,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             carrier TEXT NOT NULL, slot INTEGER NOT NULL, node TEXT,
             lease_until REAL NOT NULL DEFAULT 0, PRIMARY KEY (carrier, slot))""",
     )),
+    # Which member took a segment for its binds: a dead member's are requeued by the leader.
+    Migration("m005_segments_dispatched_by", ("ALTER TABLE segments ADD COLUMN dispatched_by TEXT",)),
 )
 
 _PG_TYPES = (

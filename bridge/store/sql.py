@@ -73,6 +73,26 @@ def _segment(r: Sequence[Any]) -> SegmentRecord:
                          bool(r[11]), bool(r[12]))
 
 
+def _parts_ahead_of_predecessor(tx: Tx, taken: Sequence[SegmentRecord], node: str | None) -> set[int]:
+    """Ids of taken parts whose previous part is still queued, dispatched by another
+    member, or itself one of these (the wait carries down the message)."""
+    in_take = {(s.message_id, s.seq): s.id for s in taken}
+    early: set[int] = set()
+    for s in sorted(taken, key=lambda s: (s.message_id, s.seq)):
+        if s.seq == 1:
+            continue
+        before = in_take.get((s.message_id, s.seq - 1))
+        if before is not None:
+            if before in early:
+                early.add(s.id)
+            continue
+        rows = tx.rows("SELECT state, dispatched_by FROM segments WHERE message_id = ? AND seq = ?",
+                       (s.message_id, s.seq - 1))
+        if rows and (rows[0][0] == "queued" or (rows[0][0] == "dispatched" and rows[0][1] != node)):
+            early.add(s.id)
+    return early
+
+
 def _segment_statuses(tx: Tx, message_id: str) -> list[SegmentStatus]:
     return [SegmentStatus(*r) for r in tx.rows(
         "SELECT seq, state, status, org_code FROM segments WHERE message_id = ? ORDER BY seq", (message_id,))]
@@ -94,8 +114,9 @@ def _time_range(column: str, since: float | None, until: float | None) -> tuple[
 
 
 class SqlMessages:
-    def __init__(self, ex: Executor) -> None:
+    def __init__(self, ex: Executor, node: str = "") -> None:
         self._ex = ex
+        self._node = node or None
 
     def insert(self, messages: Sequence[NewMessage]) -> Deferred[None]:
         msg_rows = [(m.id, m.app_id, m.channel, m.recipient, m.carrier, str(m.klass), m.text, m.content_hash,
@@ -129,15 +150,28 @@ class SqlMessages:
         return self._ex.read(op)
 
     def take_queued(self, carrier: str, limit: int) -> Deferred[list[SegmentRecord]]:
-        """Oldest queued segments of ``carrier``, marked dispatched (claimed, on PostgreSQL)."""
+        """Oldest queued segments of ``carrier``, marked dispatched by this member.
+
+        On PostgreSQL rows another member is taking are skipped (SKIP LOCKED), so a long
+        message can be cut between two members' takes: a part whose predecessor is neither
+        in this take nor already sent or dispatched here goes back, to wait for it.
+        """
+        node = self._node
+
         def op(tx: Tx) -> list[SegmentRecord]:
             if limit <= 0:
                 return []
             rows = tx.rows(
-                "UPDATE segments SET state = 'dispatched', attempts = attempts + 1 WHERE id IN"
+                "UPDATE segments SET state = 'dispatched', dispatched_by = ?, attempts = attempts + 1 WHERE id IN"
                 " (SELECT id FROM segments WHERE carrier = ? AND state = 'queued' ORDER BY id LIMIT ?"
-                f"{tx.skip_locked}) RETURNING {_SEGMENT_COLUMNS}", (carrier, limit))
-            return sorted((_segment(r) for r in rows), key=lambda s: s.id)
+                f"{tx.skip_locked}) RETURNING {_SEGMENT_COLUMNS}", (node, carrier, limit))
+            taken = sorted((_segment(r) for r in rows), key=lambda s: s.id)
+            early = _parts_ahead_of_predecessor(tx, taken, node)
+            if early:
+                tx.many("UPDATE segments SET state = 'queued', dispatched_by = NULL, attempts = attempts - 1"
+                        " WHERE id = ?", [(i,) for i in early])
+                taken = [s for s in taken if s.id not in early]
+            return taken
         return self._ex.write(op)
 
     def requeue(self, segment_ids: Iterable[int], possible_duplicate: bool) -> Deferred[None]:
@@ -622,9 +656,10 @@ class SqlBlacklist:
 class SqlStore:
     """The five concerns, and cluster membership, over one executor: what both backends hand out."""
 
-    def __init__(self, executor: Executor) -> None:
+    def __init__(self, executor: Executor, node: str = "") -> None:
         self._ex = executor
-        self.messages = SqlMessages(executor)
+        self.node = node
+        self.messages = SqlMessages(executor, node)
         self.receipts = SqlReceipts(executor)
         self.outbox = SqlOutbox(executor)
         self.mo = SqlMo(executor)
