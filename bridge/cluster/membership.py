@@ -65,7 +65,7 @@ class Membership(Service):
         now = self._clock.seconds()
         return Heartbeat(node=self.name, now=now, started_at=self._started_at,
                          lease_until=now + self._timing.lease_s, live_after=now - self._timing.failover_s,
-                         api=self._api(), binds=self._binds())
+                         share_after=now - self._timing.lease_s, api=self._api(), binds=self._binds())
 
     def join(self) -> Deferred[None]:
         """Register before anything is dispatched under this name."""

@@ -66,13 +66,15 @@ class SqlCluster:
             _upsert(tx, beat)
             tx.run("UPDATE bind_slots SET lease_until = ? WHERE node = ? AND lease_until > ?",
                    (beat.lease_until, beat.node, beat.now))
-            view = ClusterView(beat.now, _live(tx, beat.live_after), slots)
+            live = _live(tx, beat.live_after)
+            sharing = live if beat.share_after is None else _live(tx, max(beat.share_after, beat.live_after))
+            view = ClusterView(beat.now, live, slots, sharing)
             wanted = list(planner(view, beat.node))
             if wanted:
                 tx.many("UPDATE bind_slots SET node = ?, lease_until = ? WHERE carrier = ? AND slot = ?"
                         " AND (node IS NULL OR lease_until <= ?)",
                         [(beat.node, beat.lease_until, c, s, beat.now) for c, s in wanted])
-            return ClusterView(beat.now, view.live, _slots(tx))
+            return ClusterView(beat.now, live, _slots(tx), sharing)
         return self._ex.write(op)
 
     def release(self, node: str, slots: Sequence[tuple[str, int]]) -> Deferred[None]:

@@ -281,11 +281,16 @@ class NodeInfo:
 
 @dataclass(frozen=True, slots=True)
 class ClusterView:
-    """The cluster as one heartbeat transaction saw it: live members (sorted) and the slots."""
+    """The cluster as one heartbeat transaction saw it: live members (sorted) and the slots.
+
+    ``sharing``: the live members that beat within a lease period, among whom the slots
+    are shared (one that missed that many beats has lost its leases, even if still live).
+    """
 
     now: float
     live: tuple[str, ...]
     slots: tuple[SlotLease, ...]
+    sharing: tuple[str, ...] = ()
 
     def leader(self) -> str | None:
         """The member that runs the once-per-cluster jobs: the lowest live name."""
@@ -296,7 +301,8 @@ class ClusterView:
 class Heartbeat:
     """What a member writes each beat; ``lease_until`` is where its held leases move to.
 
-    ``live_after``: a member whose last heartbeat is older is dead.
+    ``live_after``: a member whose last heartbeat is older is dead; ``share_after``: one
+    whose last heartbeat is older gets no share of the slots.
     """
 
     node: str
@@ -306,3 +312,4 @@ class Heartbeat:
     live_after: float
     api: str = ""
     binds: str = "[]"
+    share_after: float | None = None

@@ -51,7 +51,7 @@ class Harness:
 
     def view(self, live: tuple[str, ...], *holders: str | None) -> ClusterView:
         now = self.clock.seconds()
-        return ClusterView(now, live, tuple(
+        return ClusterView(now, live, sharing=live, slots=tuple(
             SlotLease("cmcc", i, h, now + TIMING.lease_s if h else 0.0) for i, h in enumerate(holders, start=1)))
 
 

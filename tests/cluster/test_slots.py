@@ -10,8 +10,9 @@ from bridge.store.records import ClusterView, SlotLease
 NOW = 1000.0
 
 
-def _view(live: tuple[str, ...], *slots: tuple[str, int, str | None, float]) -> ClusterView:
-    return ClusterView(NOW, live, tuple(SlotLease(*s) for s in slots))
+def _view(live: tuple[str, ...], *slots: tuple[str, int, str | None, float],
+          sharing: tuple[str, ...] | None = None) -> ClusterView:
+    return ClusterView(NOW, live, tuple(SlotLease(*s) for s in slots), live if sharing is None else sharing)
 
 
 class TestFairShare:
@@ -56,6 +57,15 @@ class TestClaims:
                      ("cmcc", 3, "b", NOW + 5), ("cmcc", 4, "c", NOW - 0.1))
         assert plan_claims(view, "a") == [("cmcc", 2)]
         assert plan_claims(view, "b") == [("cmcc", 2)]   # one of them wins the compare-and-set
+
+
+    def test_a_member_silent_for_a_lease_period_gets_no_share_while_still_live(self) -> None:
+        """'c' is still live but has not beaten for a lease period: 'a' and 'b' share its
+        slots as soon as its leases end instead of waiting for it to drop out of the live list."""
+        view = _view(("a", "b", "c"), ("cmcc", 1, "a", NOW + 5), ("cmcc", 2, "b", NOW + 5),
+                     ("cmcc", 3, "c", NOW - 0.1), ("cucc", 1, "c", NOW - 0.1), sharing=("a", "b"))
+        claims = plan_claims(view, "a") + plan_claims(view, "b")
+        assert sorted(claims) == [("cmcc", 3), ("cucc", 1)]
 
 
 class TestSurplus:
