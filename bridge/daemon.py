@@ -98,7 +98,8 @@ class Daemon:
             self._lock = lock_store(cfg.store)
             if self._lock is None:
                 raise StoreInUseError(f"store {cfg.store.path} is in use by another smpp-bridge process")
-        self.store = store = open_store(cfg.store, reactor=reactor, node=self.node)
+        self.store = store = open_store(cfg.store, reactor=reactor, node=self.node,
+                                        failover_s=cfg.cluster.failover_s)
         targets = {cid: (c.host, c.port) for cid, c in cfg.carriers.items()}
         if cfg.simulator.embedded:
             targets = self._start_simulator()
@@ -278,8 +279,8 @@ class Daemon:
         self.membership.stop_claiming()   # still renewing: the binds close before the leases go
         d = self.dispatcher.stop(DRAIN_TIMEOUT_S)
         d.addBoth(lambda _: self.slots.closed())
-        d.addBoth(lambda _: self.membership.stopService())
         d.addBoth(lambda _: self.pusher.stop())
+        d.addBoth(lambda _: self.membership.stopService())   # after the pushes: it releases their claims
         d.addBoth(lambda _: self.api_port.stopListening() if self.api_port else None)
         d.addBoth(lambda _: self.simulator.stop() if self.simulator is not None else succeed(None))
         d.addBoth(lambda _: self.store.close())

@@ -58,22 +58,23 @@ def lock_store(config: StoreConfig) -> IO[Any] | Any | None:
 
 
 def open_store(config: StoreConfig, *, reactor: Any = None, inline: bool = False,
-               synchronous: str = "FULL", node: str = "") -> Store:
+               synchronous: str = "FULL", node: str = "", failover_s: float = 10.0) -> Store:
     """Open (creating or migrating) the configured store.
 
     With ``inline`` (command-line tools, deterministic tests) every call has finished
     when it returns; otherwise PostgreSQL work runs on a database thread of ``reactor``.
-    ``node`` is the cluster member the store works for: what it claims is marked so.
+    ``node`` is the cluster member the store works for: what it claims is marked so, and
+    what a member silent for ``failover_s`` claimed is taken over.
     """
     if config.url:
         from bridge.store.postgres import open_postgres
 
-        store, _ = open_postgres(config.url, reactor=reactor, inline=inline, node=node)
+        store, _ = open_postgres(config.url, reactor=reactor, inline=inline, node=node, failover_s=failover_s)
         return store
     from bridge.store.sqlite import open_sqlite
 
     clock = reactor if reactor is not None else _NoClock()
-    store, executor = open_sqlite(config.path, clock=clock, synchronous=synchronous, node=node,
+    store, executor = open_sqlite(config.path, clock=clock, synchronous=synchronous, node=node, failover_s=failover_s,
                                   commit_interval_s=0 if inline else config.commit_interval_ms / 1000)
     if reactor is not None and not inline:
         executor.start_background_checkpoints()

@@ -87,9 +87,10 @@ class SqlCluster:
         return self._ex.write(op)
 
     def leave(self, node: str) -> Deferred[None]:
-        """A graceful stop: every slot released and the member gone from the live list."""
+        """A graceful stop: every slot and push claim released, the member gone from the live list."""
         def op(tx: Tx) -> None:
             tx.run("UPDATE bind_slots SET node = NULL, lease_until = 0 WHERE node = ?", (node,))
+            tx.run("UPDATE outbox SET claimed_by = NULL WHERE claimed_by = ? AND state = 'pending'", (node,))
             tx.run("DELETE FROM nodes WHERE name = ?", (node,))
         return self._ex.write(op)
 

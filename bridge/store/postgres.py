@@ -270,6 +270,6 @@ def _nothing(tx: Tx) -> None:
 
 
 def open_postgres(url: str, *, reactor: Any = None, inline: bool = False,
-                  node: str = "") -> tuple[SqlStore, PostgresExecutor]:
+                  node: str = "", failover_s: float = 10.0) -> tuple[SqlStore, PostgresExecutor]:
     executor = PostgresExecutor(url, reactor=reactor, inline=inline)
-    return SqlStore(executor, node), executor
+    return SqlStore(executor, node, failover_s), executor

@@ -90,6 +90,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     )),
     # Which member took a segment for its binds: a dead member's are requeued by the leader.
     Migration("m005_segments_dispatched_by", ("ALTER TABLE segments ADD COLUMN dispatched_by TEXT",)),
+    # Which member pushes a row: no two push it at once; a dead member's rows are taken over.
+    Migration("m006_outbox_claimed_by", ("ALTER TABLE outbox ADD COLUMN claimed_by TEXT",)),
 )
 
 _PG_TYPES = (

@@ -447,8 +447,10 @@ _OUTBOX_ITEM = "id, kind, ref_id, url, payload, attempts, created_at, next_attem
 
 
 class SqlOutbox:
-    def __init__(self, ex: Executor) -> None:
+    def __init__(self, ex: Executor, node: str = "", failover_s: float = 10.0) -> None:
         self._ex = ex
+        self._node = node or None
+        self._failover_s = failover_s
 
     def queue(self, kind: str, ref_id: str, url: str, payload: str, now: float) -> Deferred[int | None]:
         """Queue a push; a report or uplink is queued at most once per ref_id."""
@@ -467,10 +469,29 @@ class SqlOutbox:
             (message_id, url, payload, now, now))[0][0]))
 
     def due(self, now: float, limit: int, exclude: Iterable[int] = ()) -> Deferred[list[OutboxItem]]:
+        """Pending pushes due by ``now``, oldest first; claimed by this member if it is one.
+
+        A claimed row is pushed only by its member while that member is alive: rows another
+        member is claiming are skipped (SKIP LOCKED), rows of a dead member are taken over.
+        """
         excluded = set(exclude)
-        return self._ex.read(lambda tx: [OutboxItem(*r) for r in tx.rows(
-            f"SELECT {_OUTBOX_ITEM} FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?"
-            " ORDER BY next_attempt_at, id LIMIT ?", (now, limit + len(excluded))) if r[0] not in excluded][:limit])
+        if self._node is None:
+            return self._ex.read(lambda tx: [OutboxItem(*r) for r in tx.rows(
+                f"SELECT {_OUTBOX_ITEM} FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?"
+                " ORDER BY next_attempt_at, id LIMIT ?", (now, limit + len(excluded)))
+                if r[0] not in excluded][:limit])
+        node, live_after = self._node, now - self._failover_s
+
+        def op(tx: Tx) -> list[OutboxItem]:
+            rows = tx.rows(
+                f"SELECT {_OUTBOX_ITEM}, claimed_by FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?"
+                " AND (claimed_by IS NULL OR claimed_by = ? OR claimed_by NOT IN"
+                " (SELECT name FROM nodes WHERE heartbeat_at > ?)) ORDER BY next_attempt_at, id LIMIT ?"
+                f"{tx.skip_locked}", (now, node, live_after, limit + len(excluded)))
+            tx.many("UPDATE outbox SET claimed_by = ? WHERE id = ?",
+                    [(node, r[0]) for r in rows if r[-1] != node])
+            return [OutboxItem(*r[:-1]) for r in rows if r[0] not in excluded][:limit]
+        return self._ex.write(op)
 
     def pending_replay(self, message_id: str) -> Deferred[bool]:
         return self._ex.read(lambda tx: bool(tx.rows(
@@ -656,12 +677,12 @@ class SqlBlacklist:
 class SqlStore:
     """The five concerns, and cluster membership, over one executor: what both backends hand out."""
 
-    def __init__(self, executor: Executor, node: str = "") -> None:
+    def __init__(self, executor: Executor, node: str = "", failover_s: float = 10.0) -> None:
         self._ex = executor
         self.node = node
         self.messages = SqlMessages(executor, node)
         self.receipts = SqlReceipts(executor)
-        self.outbox = SqlOutbox(executor)
+        self.outbox = SqlOutbox(executor, node, failover_s)
         self.mo = SqlMo(executor)
         self.blacklist = SqlBlacklist(executor)
         self.cluster = SqlCluster(executor)

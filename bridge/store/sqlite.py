@@ -228,6 +228,7 @@ class SqliteExecutor:
 
 
 def open_sqlite(path: Path | str, *, clock: Any, commit_interval_s: float = 0.005,
-                synchronous: str = "FULL", node: str = "") -> tuple[SqlStore, SqliteExecutor]:
+                synchronous: str = "FULL", node: str = "",
+                failover_s: float = 10.0) -> tuple[SqlStore, SqliteExecutor]:
     executor = SqliteExecutor(path, clock=clock, commit_interval_s=commit_interval_s, synchronous=synchronous)
-    return SqlStore(executor, node), executor
+    return SqlStore(executor, node, failover_s), executor
