@@ -10,12 +10,14 @@ segment handed to a bind) before :meth:`Store.durable` has fired.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from twisted.internet.defer import Deferred
 
 from bridge.models import MessageRecord, NewMessage, NewMo, OutboxItem, SegmentRecord
 from bridge.store.records import (
+    AdmissionFacts,
+    AdmissionQuery,
     BlacklistEntry,
     ClusterView,
     DeadPush,
@@ -42,6 +44,8 @@ from bridge.store.records import (
     UnmatchedReceipt,
 )
 
+T = TypeVar("T")
+
 __all__ = ["BlacklistStore", "ClusterStore", "MessageStore", "MoStore", "OutboxStore", "ReceiptStore", "Store"]
 
 
@@ -50,6 +54,8 @@ class MessageStore(Protocol):
 
     def insert(self, messages: Sequence[NewMessage]) -> Deferred[None]: ...
     def recent_sends(self, recipients: Sequence[str], since: float) -> Deferred[list[RecentSend]]: ...
+    def admit(self, query: AdmissionQuery,
+              decide: Callable[[AdmissionFacts], tuple[Sequence[NewMessage], T]]) -> Deferred[T]: ...
     def take_queued(self, carrier: str, limit: int) -> Deferred[list[SegmentRecord]]: ...
     def requeue(self, segment_ids: Iterable[int], possible_duplicate: bool) -> Deferred[None]: ...
     def requeue_all_dispatched(self) -> Deferred[int]: ...

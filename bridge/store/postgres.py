@@ -15,6 +15,7 @@ command-line tools and deterministic tests, which have no reactor running.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -82,6 +83,18 @@ class _PgTx:
         rows = list(rows)
         if rows:
             self._cur.executemany(_pg(sql), rows)
+
+    def lock_keys(self, namespace: int, keys: Sequence[str]) -> None:
+        """Advisory locks held to commit; taken in sorted order so two takers cannot deadlock."""
+        ids = sorted({_key_id(k) for k in keys})
+        if ids:
+            self._cur.execute("SELECT pg_advisory_xact_lock(%s::int, k) FROM unnest(%s::int[]) AS k",
+                              (namespace, ids))
+
+
+def _key_id(key: str) -> int:
+    """A stable signed 32-bit id for a lock key (Python's hash() changes per process)."""
+    return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=4).digest(), "big", signed=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,8 @@ from enum import StrEnum
 from bridge.models import NewMo
 
 __all__ = [
+    "AdmissionFacts",
+    "AdmissionQuery",
     "BlacklistEntry",
     "ClusterView",
     "DeadPush",
@@ -313,3 +315,25 @@ class Heartbeat:
     api: str = ""
     binds: str = "[]"
     share_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionQuery:
+    """What to read, under the recipients' locks, before a request's messages are decided.
+
+    ``numbers``: every recipient (locked, and looked up in ``channel``'s blacklist);
+    ``counted``: those whose counted sends since ``since`` the frequency limits need.
+    """
+
+    channel: str
+    numbers: tuple[str, ...]
+    counted: tuple[str, ...]
+    since: float
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionFacts:
+    """The store's answers to an :class:`AdmissionQuery`, as of inside the transaction."""
+
+    blacklisted: frozenset[str]
+    history: tuple[RecentSend, ...]

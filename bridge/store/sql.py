@@ -9,7 +9,7 @@ database thread (PostgreSQL). Rows become frozen records here and nowhere else.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
 
@@ -17,6 +17,8 @@ from bridge.models import MessageRecord, NewMessage, NewMo, OutboxItem, SegmentR
 from bridge.store.cluster import SqlCluster
 from bridge.store.executor import Executor, Tx
 from bridge.store.records import (
+    AdmissionFacts,
+    AdmissionQuery,
     BlacklistEntry,
     DeadPush,
     EarlyReceipt,
@@ -52,6 +54,8 @@ _MESSAGE_COLUMNS = (
     "status_callback, extend, created_at, final_at, reported"
 )
 _IN_LIMIT = 500          # parameters per IN (...) list
+RECIPIENT_LOCKS = 0x52435054     # advisory lock namespace of per-recipient admission: "RCPT"
+T = TypeVar("T")
 
 
 def _marks(n: int) -> str:
@@ -71,6 +75,32 @@ def _message(r: Sequence[Any]) -> MessageRecord:
 def _segment(r: Sequence[Any]) -> SegmentRecord:
     return SegmentRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7]), r[8], r[9], r[10],
                          bool(r[11]), bool(r[12]))
+
+
+def _insert_messages(tx: Tx, messages: Sequence[NewMessage]) -> None:
+    msg_rows = [(m.id, m.app_id, m.channel, m.recipient, m.carrier, str(m.klass), m.text, m.content_hash,
+                 m.status_callback, m.extend, m.created_at, str(m.state), m.status, m.org_code,
+                 m.release_at, max(1, len(m.segments)), m.created_at if m.status else None,
+                 int(m.counted)) for m in messages]
+    seg_rows = [(m.id, m.carrier, s.seq, s.total, m.channel, m.recipient, s.short_message,
+                 s.data_coding, s.esm_class, s.ref, int(s.sar), str(m.state))
+                for m in messages if m.state in ("held", "queued") for s in m.segments]
+    tx.many("INSERT INTO messages (id, app_id, channel, recipient, carrier, klass, text, content_hash,"
+            " status_callback, extend, created_at, state, status, org_code, release_at, total,"
+            " final_at, counted) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", msg_rows)
+    if seg_rows:
+        tx.many("INSERT INTO segments (message_id, carrier, seq, total, source_addr, destination_addr,"
+                " short_message, data_coding, esm_class, ref, sar, state)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", seg_rows)
+
+
+def _recent_sends(tx: Tx, recipients: Sequence[str], since: float) -> list[RecentSend]:
+    out: list[RecentSend] = []
+    for chunk in _chunks(recipients):
+        out.extend(RecentSend(*r) for r in tx.rows(
+            "SELECT recipient, created_at, content_hash FROM messages WHERE counted = 1 AND"
+            f" recipient IN ({_marks(len(chunk))}) AND created_at > ?", (*chunk, since)))
+    return out
 
 
 def _parts_ahead_of_predecessor(tx: Tx, taken: Sequence[SegmentRecord], node: str | None) -> set[int]:
@@ -119,35 +149,35 @@ class SqlMessages:
         self._node = node or None
 
     def insert(self, messages: Sequence[NewMessage]) -> Deferred[None]:
-        msg_rows = [(m.id, m.app_id, m.channel, m.recipient, m.carrier, str(m.klass), m.text, m.content_hash,
-                     m.status_callback, m.extend, m.created_at, str(m.state), m.status, m.org_code,
-                     m.release_at, max(1, len(m.segments)), m.created_at if m.status else None,
-                     int(m.counted)) for m in messages]
-        seg_rows = [(m.id, m.carrier, s.seq, s.total, m.channel, m.recipient, s.short_message,
-                     s.data_coding, s.esm_class, s.ref, int(s.sar), str(m.state))
-                    for m in messages if m.state in ("held", "queued") for s in m.segments]
-
-        def op(tx: Tx) -> None:
-            tx.many("INSERT INTO messages (id, app_id, channel, recipient, carrier, klass, text, content_hash,"
-                    " status_callback, extend, created_at, state, status, org_code, release_at, total,"
-                    " final_at, counted) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", msg_rows)
-            if seg_rows:
-                tx.many("INSERT INTO segments (message_id, carrier, seq, total, source_addr, destination_addr,"
-                        " short_message, data_coding, esm_class, ref, sar, state)"
-                        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", seg_rows)
-        return self._ex.write(op)
+        return self._ex.write(lambda tx: _insert_messages(tx, messages))
 
     def recent_sends(self, recipients: Sequence[str], since: float) -> Deferred[list[RecentSend]]:
         wanted = list(dict.fromkeys(recipients))
+        return self._ex.read(lambda tx: _recent_sends(tx, wanted, since))
 
-        def op(tx: Tx) -> list[RecentSend]:
-            out: list[RecentSend] = []
-            for chunk in _chunks(wanted):
-                out.extend(RecentSend(*r) for r in tx.rows(
-                    "SELECT recipient, created_at, content_hash FROM messages WHERE counted = 1 AND"
-                    f" recipient IN ({_marks(len(chunk))}) AND created_at > ?", (*chunk, since)))
-            return out
-        return self._ex.read(op)
+    def admit(self, query: AdmissionQuery,
+              decide: Callable[[AdmissionFacts], tuple[Sequence[NewMessage], T]]) -> Deferred[T]:
+        """Read the rules' facts, decide, and insert, in one transaction serialised per recipient.
+
+        Whichever member takes a request, a second request to the same number waits for
+        this one to commit and then counts its messages: the limits hold exactly across the
+        cluster, and requests to other numbers never wait. ``decide`` is a pure function of
+        the facts (it may run again if the transaction is retried, and on the database
+        thread); it returns the messages to insert and what the caller gets back.
+        """
+        def op(tx: Tx) -> T:
+            tx.lock_keys(RECIPIENT_LOCKS, query.numbers)
+            blacklisted: set[str] = set()
+            for chunk in _chunks(list(query.numbers)):
+                blacklisted.update(r[0] for r in tx.rows(
+                    f"SELECT number FROM blacklist WHERE channel = ? AND number IN ({_marks(len(chunk))})",
+                    (query.channel, *chunk)))
+            counted = [n for n in query.counted if n not in blacklisted]
+            history = _recent_sends(tx, counted, query.since) if counted else []
+            messages, result = decide(AdmissionFacts(frozenset(blacklisted), tuple(history)))
+            _insert_messages(tx, messages)
+            return result
+        return self._ex.write(op)
 
     def take_queued(self, carrier: str, limit: int) -> Deferred[list[SegmentRecord]]:
         """Oldest queued segments of ``carrier``, marked dispatched by this member.

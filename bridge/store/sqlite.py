@@ -80,6 +80,9 @@ class _SqliteTx:
     def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         self._conn.executemany(sql, rows)
 
+    def lock_keys(self, namespace: int, keys: Sequence[str]) -> None:
+        return None   # one process, one writer: every transaction is already serialised
+
 
 class SqliteExecutor:
     """Runs ops at once on the reactor thread; commits them in groups."""

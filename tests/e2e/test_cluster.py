@@ -148,3 +148,34 @@ class TestThreeNodes:
         wait_for(lambda: cluster.bound(("node-a", "node-b")) == total, timeout=3 * FAILOVER_S,
                  what="the others holding every bind")
         assert time.monotonic() - stopped_at < FAILOVER_S
+
+
+class TestRulesAcrossNodes:
+    def test_frequency_limit_is_exact_when_three_nodes_take_one_number_at_once(self, cluster: Cluster) -> None:
+        """20 messages to one number posted concurrently over three members: 15 sent, 5 LIMIT."""
+        cluster.start()
+        wait_for(lambda: cluster.bound() == sum(BINDS.values()), timeout=30, what="every bind up")
+        number = "+8613877770001"
+        nodes = list(cluster.nodes.values())
+        start = threading.Barrier(20)
+        ids: list[str] = []
+        lock = threading.Lock()
+
+        def post(i: int) -> None:
+            node = nodes[i % 3]
+            start.wait()
+            [row] = node.send([number], params=[f"{100000 + i}"], callback=False)["result"]
+            with lock:
+                ids.append(row["smsMsgId"])
+        threads = [threading.Thread(target=post, args=(i,)) for i in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert len(ids) == 20
+        a = cluster.nodes["node-a"]
+        wait_for(lambda: all(a.message(m)["state"] == "final" for m in ids), timeout=30, what="all final")
+        statuses = Counter(a.message(m)["status"] for m in ids)
+        assert statuses["LIMIT"] == 5 and sum(statuses.values()) == 20, statuses
+        sent = [s for s in cluster.sim.submits("cmcc") if s["destination_addr"] == number[1:]]
+        assert len(sent) == 15
