@@ -27,6 +27,7 @@ from twisted.internet.task import LoopingCall
 from bridge.api import ApiState, build_site, capped
 from bridge.cluster.binds import SlotKeeper
 from bridge.cluster.membership import Membership
+from bridge.cluster.status import ClusterStatus, binds_json
 from bridge.cluster.timing import ClusterTiming, node_name
 from bridge.config import BridgeConfig, CarrierConfig
 from bridge.dispatcher import Dispatcher
@@ -49,6 +50,7 @@ from bridge.smpp.codec import Pdu
 from bridge.smpp.config import BindConfig
 from bridge.smpp.link import CarrierLink
 from bridge.store import StoreInUseError, lock_store, open_store
+from bridge.store.records import ClusterView
 from bridge.webhooks import WebhookKeys
 from carriers.profiles import load_profiles
 
@@ -124,15 +126,18 @@ class Daemon:
         timing = ClusterTiming(cfg.cluster.failover_s)
         self.slots = SlotKeeper(self.node, links, timing, clock=reactor, release=self._release_slots,
                                 requeue=self.dispatcher.requeue_unfinished)
+        self.cluster_status = ClusterStatus(store.cluster, self.node, own_binds=self.dispatcher.bind_status,
+                                            live_after=lambda: self.membership.live_after())
         self.membership = Membership(store.cluster, self.node, timing,
                                      {cid: len(link.binds) for cid, link in links.items()},
-                                     clock=reactor, api=self._api_address, binds=self._binds_json,
-                                     on_view=self.slots.apply)
+                                     clock=reactor, api=self._api_address,
+                                     binds=lambda: binds_json(self.dispatcher.bind_status()),
+                                     on_view=self._cluster_seen)
         self.intake = IntakeService(cfg, store, self.router, self.finaliser, clock_now=now)
         self.gauges = StoreGauges(store)
         self.pruner = Pruner(store, cfg.store.retention_days, clock=reactor, now=now)
         self.api_state = ApiState(
-            binds=self.dispatcher.bind_status, health=self._health, after_accept=self._after_accept,
+            binds=self.cluster_status.binds, health=self._health, after_accept=self._after_accept,
             metrics=render_metrics(self._metric_sources()),
             openapi=lambda: openapi_document(cfg),
             finalised=lambda: dict(self.finaliser.finalised), gauges=lambda: self.gauges,
@@ -227,8 +232,9 @@ class Daemon:
         host = self.api_port.getHost()
         return f"{host.host}:{host.port}"
 
-    def _binds_json(self) -> str:
-        return json.dumps([dataclasses.asdict(b) for b in self.dispatcher.bind_status()])
+    def _cluster_seen(self, view: ClusterView) -> None:
+        self.slots.apply(view)
+        self.cluster_status.seen(view)
 
     def _release_held(self) -> Deferred[None]:
         def released(ids: list[str]) -> None:
@@ -249,7 +255,7 @@ class Daemon:
     def _health(self) -> dict[str, Any]:
         binds = self.dispatcher.bind_status()
         bound = sum(1 for b in binds if b.state.lower().startswith("bound"))
-        return {"binds": len(binds), "bound": bound}
+        return {"binds": len(binds), "bound": bound, **self.cluster_status.health()}
 
     def _metric_sources(self) -> MetricsSources:
         return MetricsSources(

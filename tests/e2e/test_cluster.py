@@ -136,13 +136,26 @@ class TestThreeNodes:
         print(f"cluster kill -9: {held} binds taken over in {takeover_s:.2f} s (failover_s {FAILOVER_S}),"
               f" {resent} segments resent flagged, {len(duplicated)} numbers got a duplicate submit")
 
-    def test_graceful_stop_hands_binds_over_at_once(self, cluster: Cluster) -> None:
-        """A member stopped with SIGTERM releases its slots: the others bind them well before
-        its leases could have lapsed."""
+    def test_any_member_shows_the_cluster_and_a_graceful_stop_hands_binds_over(self, cluster: Cluster) -> None:
+        """/v1/binds and /healthz on any member show the whole cluster; a member stopped with
+        SIGTERM releases its slots and the others bind them before its leases could lapse."""
         cluster.start()
         total = sum(BINDS.values())
         wait_for(lambda: cluster.bound() == total and all(cluster.health(n)["bound"] for n in cluster.nodes),
                  timeout=30, what="seven binds spread over three members")
+        # Any member answers for the whole cluster: every bind once, with the member holding it.
+        b = cluster.nodes["node-b"]
+
+        def cluster_binds() -> list[dict[str, Any]]:
+            binds = b.request("GET", f"{b.api}/v1/binds")[1]["binds"]
+            return binds if len(binds) == total and all(x["state"] == "bound" for x in binds) else []
+        binds = wait_for(cluster_binds, what="node-b listing every bind of the cluster")
+        assert {x["node"] for x in binds} == set(cluster.nodes)
+        assert sorted(x["bind_id"] for x in binds) == sorted(f"{c}-{i}" for c, n in BINDS.items()
+                                                              for i in range(1, n + 1))
+        health = cluster.health("node-b")
+        assert health["node"] == "node-b" and health["cluster"]["leader"] == "node-a"
+        assert health["cluster"]["live"] == ["node-a", "node-b", "node-c"] and health["cluster"]["slots"] == total
         stopped_at = time.monotonic()
         assert cluster.nodes["node-c"].stop() == 0
         wait_for(lambda: cluster.bound(("node-a", "node-b")) == total, timeout=3 * FAILOVER_S,
