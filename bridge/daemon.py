@@ -29,6 +29,7 @@ from bridge.cluster.binds import SlotKeeper
 from bridge.cluster.membership import Membership
 from bridge.cluster.status import ClusterStatus, binds_json
 from bridge.cluster.timing import ClusterTiming, node_name
+from bridge.cluster.workers import die_with_parent, listen_shared
 from bridge.config import BridgeConfig, CarrierConfig
 from bridge.dispatcher import Dispatcher
 from bridge.finaliser import Finaliser
@@ -78,10 +79,13 @@ def bind_configs(carrier: CarrierConfig, host: str, port: int) -> list[BindConfi
 class Daemon:
     """Every long-lived component of a running bridge."""
 
-    def __init__(self, config: BridgeConfig, reactor: Any, *, node: str | None = None) -> None:
+    def __init__(self, config: BridgeConfig, reactor: Any, *, node: str | None = None,
+                 shared_port: int | None = None) -> None:
+        """``shared_port``: a ``--workers`` worker listens there with its siblings (SO_REUSEPORT)."""
         self.config = config
         self.reactor = reactor
         self.node = node or node_name(config.cluster)
+        self._shared_port = shared_port
         self.simulator: Any = None
         self.api_port: Any = None
         self._timers: list[LoopingCall] = []
@@ -158,7 +162,10 @@ class Daemon:
         await store.durable()
         self.membership.startService()
         site = build_site(cfg, store, self.intake, self.api_state)
-        self.api_port = reactor.listenTCP(cfg.api.port, capped(site, cfg), interface=cfg.api.host)
+        if self._shared_port is not None:
+            self.api_port = listen_shared(reactor, capped(site, cfg), cfg.api.host, self._shared_port)
+        else:
+            self.api_port = reactor.listenTCP(cfg.api.port, capped(site, cfg), interface=cfg.api.host)
         self.pusher.start()
         self.gauges.start(reactor)
         lead = self._when_leading
@@ -294,11 +301,15 @@ class Daemon:
         return d
 
 
-def run_daemon(config: BridgeConfig) -> int:
+def run_daemon(config: BridgeConfig, *, node: str | None = None, shared_port: int | None = None) -> int:
     configure_logging(config.logging.level, config.logging.format, config.logging.redact, channels=config.channels)
     from twisted.internet import reactor
 
-    daemon = Daemon(config, reactor)
+    if shared_port is not None:   # a --workers worker: it must not outlive its supervisor
+        die_with_parent()
+    daemon = Daemon(config, reactor, node=node, shared_port=shared_port)
+    if node or config.cluster.node:   # a named member: every line says which (set once, process-wide)
+        structlog.contextvars.bind_contextvars(node=daemon.node)
     exit_code = [0]
 
     def started(ready: dict[str, Any]) -> None:

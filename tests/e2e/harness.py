@@ -111,6 +111,7 @@ class BridgeOptions:
     node: str | None = None        # [cluster] node
     failover_s: float = 10.0       # [cluster] failover_s
     binds: dict[str, int] = field(default_factory=dict)                # bind count per carrier (default 1)
+    run_args: tuple[str, ...] = ()                                     # e.g. ("--workers", "2")
     app_extra: str = ""                                                # lines for the [[apps]] table
 
 
@@ -231,7 +232,7 @@ class Bridge:
         log = open(self.tmp / f"bridge-{self.starts}.log", "wb")  # noqa: SIM115 (kept open for the child)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bridge.cli", "run", "--config", str(self.config_path)],
+            [sys.executable, "-m", "bridge.cli", "run", "--config", str(self.config_path), *self.opts.run_args],
             stdout=subprocess.PIPE, stderr=log, env=env, cwd=self.tmp,
         )
         self.ready = self._read_ready(timeout)

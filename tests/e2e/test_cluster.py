@@ -7,6 +7,10 @@ Waiting is on conditions with deadlines; nothing sleeps to synchronise.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -192,3 +196,51 @@ class TestRulesAcrossNodes:
         assert statuses["LIMIT"] == 5 and sum(statuses.values()) == 20, statuses
         sent = [s for s in cluster.sim.submits("cmcc") if s["destination_addr"] == number[1:]]
         assert len(sent) == 15
+
+
+def _children(pid: int) -> set[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as fh:
+        return {int(p) for p in fh.read().split()}
+
+
+class TestWorkers:
+    def test_two_workers_serve_one_port_and_a_dead_one_is_restarted(
+            self, tmp_path: Path, receiver: Receiver, pg_server: PgServer) -> None:
+        """run --workers 2: one ready line, one port; both members join; sends go through;
+        a worker killed with -9 is started again under the same member name."""
+        (tmp_path / "sim").mkdir()
+        sim = Bridge(tmp_path / "sim", receiver, BridgeOptions(external_sim=True))
+        opts = BridgeOptions(store_url=pg_server.new_database(), node="box", failover_s=FAILOVER_S,
+                             external_sim=True, binds={"cmcc": 2}, run_args=("--workers", "2"))
+        parent = Bridge(tmp_path, receiver, opts, sim_ready=sim.sim_ready)
+        try:
+            parent.start(wait_bound=False)
+            assert parent.ready["workers"] == 2 and parent.ready["nodes"] == ["box-1", "box-2"]
+
+            def live() -> list[str]:
+                status, health = parent.request("GET", f"{parent.api}/healthz", token=None)
+                return health["cluster"]["live"] if status == 200 else []
+            wait_for(lambda: live() == ["box-1", "box-2"], what="both workers in the cluster")
+            ids = [parent.send([f"+861380000{i:04d}"])["result"][0]["smsMsgId"] for i in range(10)]
+            wait_for(lambda: all(receiver.reports_for(m) for m in ids), what="every report")
+            assert parent.proc is not None
+            workers = _children(parent.proc.pid)
+            assert len(workers) == 2
+            victim = min(workers)
+            os.kill(victim, signal.SIGKILL)
+            wait_for(lambda: len(_children(parent.proc.pid) - {victim}) == 2, timeout=10,
+                     what="the killed worker restarted")
+            wait_for(lambda: live() == ["box-1", "box-2"], what="both members live again")
+            assert parent.send(["+8613800009999"])["result"][0]["status"] == "000000"
+            assert parent.stop() == 0
+        finally:
+            parent.close()
+            sim.close()
+
+    def test_workers_need_postgresql(self, tmp_path: Path, receiver: Receiver) -> None:
+        """On SQLite --workers is refused with one clear line."""
+        bridge = Bridge(tmp_path, receiver, BridgeOptions(run_args=("--workers", "2")))
+        proc = subprocess.run([sys.executable, "-m", "bridge.cli", "run", "--config", str(bridge.config_path),
+                               "--workers", "2"], capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 1
+        assert "--workers needs a PostgreSQL store" in proc.stderr
