@@ -94,6 +94,8 @@ class _Relay:
 
     def __call__(self, event: dict[str, Any]) -> None:
         line = event.get("line")
+        if line == "":
+            return
         if line is None:
             print(formatEvent(event), file=sys.stderr, flush=True)
             return
