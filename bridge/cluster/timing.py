@@ -29,8 +29,8 @@ class ClusterTiming:
 
     @property
     def heartbeat_s(self) -> float:
-        """Beats per failover period: a lease survives a few late beats."""
-        return self.failover_s / 5
+        """Two beats may be late before a lease is fenced (at 0.45 of failover_s)."""
+        return self.failover_s / 6
 
     @property
     def lease_s(self) -> float:

@@ -27,12 +27,12 @@ def _member(tmp_path: Path, name: str = "a") -> tuple[Membership, Clock, list[Cl
 
 class TestMembership:
     def test_beats_every_heartbeat_interval(self, tmp_path: Path) -> None:
-        """The first beat is at start, then one per failover_s / 5."""
+        """The first beat is at start, then one per failover_s / 6."""
         m, clock, views = _member(tmp_path)
         result_of(m.join())
         m.startService()
         assert len(views) == 1 and m.is_leader
-        clock.pump([0.4] * 5)
+        clock.pump([2.0 / 6] * 5)
         assert len(views) == 6
         assert [s.node for s in views[-1].slots] == ["a", "a"]
         assert views[-1].slots[0].lease_until == clock.seconds() + 1.2
