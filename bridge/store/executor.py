@@ -46,6 +46,7 @@ Op = Callable[[Tx], T]
 
 class Executor(Protocol):
     description: str
+    shared: bool                # other processes use the same database (PostgreSQL), or not (SQLite)
     commits: int
     commit_seconds: float
 

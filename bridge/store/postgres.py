@@ -125,6 +125,8 @@ def migrate_postgres(conn: psycopg.Connection[Any]) -> list[str]:
 class PostgresExecutor:
     """Queues ops on the reactor thread and runs them in batches on one database thread."""
 
+    shared = True    # any number of instances: a cluster
+
     def __init__(self, url: str, *, reactor: Any = None, inline: bool = False,
                  connect_timeout_s: float = 10.0) -> None:
         self._url = url

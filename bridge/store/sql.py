@@ -479,7 +479,7 @@ _OUTBOX_ITEM = "id, kind, ref_id, url, payload, attempts, created_at, next_attem
 class SqlOutbox:
     def __init__(self, ex: Executor, node: str = "", failover_s: float = 10.0) -> None:
         self._ex = ex
-        self._node = node or None
+        self._node = node if node and ex.shared else None   # one process alone needs no claims
         self._failover_s = failover_s
 
     def queue(self, kind: str, ref_id: str, url: str, payload: str, now: float) -> Deferred[int | None]:
@@ -503,6 +503,7 @@ class SqlOutbox:
 
         A claimed row is pushed only by its member while that member is alive: rows another
         member is claiming are skipped (SKIP LOCKED), rows of a dead member are taken over.
+        On a store no other process shares (SQLite) this stays a plain read.
         """
         excluded = set(exclude)
         if self._node is None:

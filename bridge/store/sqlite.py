@@ -87,6 +87,8 @@ class _SqliteTx:
 class SqliteExecutor:
     """Runs ops at once on the reactor thread; commits them in groups."""
 
+    shared = False   # one process per database file (the daemon's file lock)
+
     def __init__(self, path: Path | str, *, clock: Any, commit_interval_s: float = 0.005,
                  synchronous: str = "FULL") -> None:
         memory = str(path) == ":memory:"
