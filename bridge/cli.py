@@ -106,7 +106,7 @@ def _migrate(config: BridgeConfig) -> int:
         print(f"smpp-bridge: {exc}", file=sys.stderr)
         return 1
     result_of(store.close())
-    print(f"{store.description}: schema up to date ({config.store.backend})")
+    print(f"{store.description}: schema up to date")
     return 0
 
 

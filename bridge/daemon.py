@@ -38,7 +38,7 @@ from bridge.inbound import InboundHandler
 from bridge.intake import IntakeService
 from bridge.logs import configure_logging
 from bridge.matching import ReceiptMatcher
-from bridge.metrics import MetricsSources, render_metrics
+from bridge.metrics import MetricsSources, StoreWork, render_metrics
 from bridge.mo import MoHandler
 from bridge.models import InboundMessage
 from bridge.openapi import openapi_document
@@ -50,7 +50,7 @@ from bridge.rules import SendingWindow
 from bridge.smpp.codec import Pdu
 from bridge.smpp.config import BindConfig
 from bridge.smpp.link import CarrierLink
-from bridge.store import StoreInUseError, lock_store, open_store
+from bridge.store import open_store
 from bridge.store.records import ClusterView
 from bridge.webhooks import WebhookKeys
 from carriers.profiles import load_profiles
@@ -100,11 +100,7 @@ class Daemon:
     async def _start(self) -> dict[str, Any]:
         cfg, reactor = self.config, self.reactor
         now = reactor.seconds
-        if cfg.store.backend == "sqlite":
-            self._lock = lock_store(cfg.store)
-            if self._lock is None:
-                raise StoreInUseError(f"store {cfg.store.path} is in use by another smpp-bridge process")
-        self.store = store = open_store(cfg.store, reactor=reactor, node=self.node,
+        self.store = store = open_store(cfg.store, reactor=reactor, daemon=True, node=self.node,
                                         failover_s=cfg.cluster.failover_s)
         targets = {cid: (c.host, c.port) for cid, c in cfg.carriers.items()}
         if cfg.simulator.embedded:
@@ -112,13 +108,14 @@ class Daemon:
         profiles, numbering = load_profiles()
         self.router = Router(profiles, numbering, cfg.routing_overrides)
         status_map = StatusMap.load()
-        self.finaliser = Finaliser(store, now=now, receipt_timeout_s=cfg.rules.receipt_timeout_s)
-        self.matcher = ReceiptMatcher(store, self.finaliser, status_map, profiles, now=now)
         self.pusher = Pusher(store, cfg.callbacks, reactor=reactor, keys=WebhookKeys.from_config(cfg))
+        self.finaliser = Finaliser(store, now=now, receipt_timeout_s=cfg.rules.receipt_timeout_s,
+                                   on_report=self.pusher.offer)
+        self.matcher = ReceiptMatcher(store, self.finaliser, status_map, profiles, now=now)
         self.dispatcher = Dispatcher(store, self.finaliser, self.matcher, dict(profiles),
-                                     reactor=reactor, now=now, on_change=self._wake_pusher)
+                                     reactor=reactor, now=now)
         self.mo = MoHandler(cfg, store, now=now, on_push=self._wake_pusher)
-        self.inbound = InboundHandler(store, self.matcher, self.mo, on_change=self._wake_pusher)
+        self.inbound = InboundHandler(store, self.matcher, self.mo)
         links: dict[str, CarrierLink] = {}
         for cid, carrier in cfg.carriers.items():
             if not carrier.enabled:
@@ -251,8 +248,7 @@ class Daemon:
         return self.store.messages.release_held(self.reactor.seconds()).addCallback(released)
 
     def _after_accept(self) -> None:
-        self.dispatcher.kick()
-        self.pusher.wake()
+        self.dispatcher.kick()   # reports of messages refused at intake reach the pusher as offers
 
     def _wake_pusher(self) -> None:
         self.store.durable().addCallback(lambda _: self.pusher.wake())
@@ -274,7 +270,7 @@ class Daemon:
             mo=lambda: self.inbound.mo_count,
             pushes=lambda: dict(self.gauges.pushes),
             binds=self.dispatcher.bind_status,
-            store_commits=lambda: (self.store.commits, self.store.commit_seconds),
+            store_work=lambda: StoreWork(self.store.commits, self.store.commit_seconds, self.store.statements),
             backlog=lambda: dict(self.gauges.segments),
         )
 

@@ -1,6 +1,6 @@
 """Moves queued segments from the store to the carrier links and records what came back.
 
-The queue lives in SQLite; each link holds only a few windows' worth in memory, so a
+The queue lives in the store; each link holds only a few windows' worth in memory, so a
 million queued messages cost disk, not RAM. The feeder reads only committed rows (it
 runs after a commit), so nothing goes on the wire that a crash could un-accept.
 """
@@ -48,15 +48,13 @@ class Dispatcher:
     """Feeds links from the store; applies submit outcomes (and receipts that beat them)."""
 
     def __init__(self, store: Store, finaliser: Finaliser, matcher: ReceiptMatcher,
-                 profiles: Mapping[str, CarrierProfile], *, reactor: Any, now: Callable[[], float] = time.time,
-                 on_change: Callable[[], None] = lambda: None) -> None:
+                 profiles: Mapping[str, CarrierProfile], *, reactor: Any, now: Callable[[], float] = time.time) -> None:
         self._store = store
         self._finaliser = finaliser
         self._matcher = matcher
         self._profiles = profiles
         self._reactor = reactor
         self._now = now
-        self._on_change = on_change
         self.links: dict[str, LinkLike] = {}
         self._feed_pending = False
         self._stopping = False
@@ -185,7 +183,6 @@ class Dispatcher:
             d = self._store.messages.record_submitted(accepted)
             d.addCallback(lambda early: self._matcher.apply_early(early) if early else None)
             d.addErrback(self._failed)
-        self._on_change()
         self.kick()
 
     def _failed(self, failure: Any) -> None:

@@ -10,15 +10,16 @@ The expiry policy lives here too: no receipt within the timeout is ``EXPIRED``.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 
 import structlog
 from twisted.internet.defer import Deferred
 
-from bridge.models import MessageRecord
+from bridge.jsonfast import dumps_flat
+from bridge.models import MessageRecord, OutboxItem
 from bridge.store import Store
 from bridge.store.records import SegmentStatus
 
@@ -33,12 +34,17 @@ NO_RECEIPT = "SC:NORECEIPT"
 
 def iso_time(ts: float) -> str:
     """UTC timestamps as the platform writes them: ``2026-11-25T04:29:57Z``."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _iso_second(int(ts // 1))
+
+
+@lru_cache(maxsize=8)   # thousands of reports share each second
+def _iso_second(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def report_payload(msg: MessageRecord, status: str, org_code: str, org_desc: str, sequence: int,
                    update_time: float) -> str:
-    return json.dumps({
+    return dumps_flat({
         "smsMsgId": msg.id,
         "from": msg.channel,
         "to": msg.recipient,
@@ -49,7 +55,7 @@ def report_payload(msg: MessageRecord, status: str, org_code: str, org_desc: str
         "sequence": sequence,
         "updateTime": iso_time(update_time),
         "extend": msg.extend,
-    }, ensure_ascii=False, separators=(",", ":"))
+    })
 
 
 class Finaliser:
@@ -57,8 +63,10 @@ class Finaliser:
 
     def __init__(self, store: Store, *, now: Callable[[], float] = time.time,
                  describe: Callable[[str], str] = lambda code: "",
-                 receipt_timeout_s: float = 259_200.0) -> None:
+                 receipt_timeout_s: float = 259_200.0,
+                 on_report: Callable[[OutboxItem], None] = lambda item: None) -> None:
         self._store = store
+        self._on_report = on_report   # the pusher takes new reports from memory, not by polling
         self._now = now
         self._describe = describe
         self._receipt_timeout = receipt_timeout_s
@@ -112,12 +120,13 @@ class Finaliser:
         def report(msg: MessageRecord) -> str:
             return report_payload(msg, status, org_code, self._describe(org_code), sequence, now)
 
-        msg = await self._store.messages.finalise_message(message_id, status, org_code, sequence, now, report)
-        if msg is None:
+        done = await self._store.messages.finalise_message(message_id, status, org_code, sequence, now, report)
+        if done is None:
             return False
         self.finalised[status] = self.finalised.get(status, 0) + 1
-        if msg.status_callback:
+        if done.report is not None:
             self.reports_queued += 1
+            self._on_report(done.report)
         return True
 
     def repair(self) -> Deferred[int]:

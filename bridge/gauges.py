@@ -19,8 +19,9 @@ __all__ = ["StoreGauges"]
 
 log = structlog.get_logger("gauges")
 
-# Every kind and state is exposed (0 when empty), so dashboards never see a missing series.
-_NO_PUSHES = {f"{k}:{s}": 0 for k in PushKind for s in PushState}
+# Every kind is exposed in both open states (0 when empty), so dashboards never see a missing
+# series. Acknowledged rows are not counted: they pile up until retention removes them.
+_NO_PUSHES = {f"{k}:{s}": 0 for k in PushKind for s in (PushState.PENDING, PushState.DEAD)}
 
 
 @dataclass
@@ -50,7 +51,7 @@ class StoreGauges:
     async def _refresh(self) -> None:
         try:
             self.segments = {c.state: c.count for c in await self.store.messages.segment_state_counts()}
-            counts = {f"{c.kind}:{c.state}": c.count for c in await self.store.outbox.counts()}
+            counts = {f"{c.kind}:{c.state}": c.count for c in await self.store.outbox.open_counts()}
             self.pushes = {**_NO_PUSHES, **counts}
             self.messages = {c.state: c.count for c in await self.store.messages.state_counts()}
         except Exception as exc:  # a failed read leaves the last figures; the next tick retries

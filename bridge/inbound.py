@@ -7,7 +7,6 @@ SMSC gets an error status and redelivers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol
 
 import structlog
@@ -32,12 +31,10 @@ class MoSink(Protocol):
 class InboundHandler:
     """The ``on_deliver`` callback of every carrier link."""
 
-    def __init__(self, store: Store, matcher: ReceiptMatcher, mo: MoSink, *,
-                 on_change: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, store: Store, matcher: ReceiptMatcher, mo: MoSink) -> None:
         self._store = store
         self._matcher = matcher
         self._mo = mo
-        self._on_change = on_change
         self.mo_count = 0
 
     @property
@@ -52,7 +49,4 @@ class InboundHandler:
             d = self._mo.on_mo(carrier, message)
         d.addCallback(lambda _: self._store.durable())
 
-        def acked(_: object) -> int:
-            self._on_change()
-            return ESME_ROK
-        return d.addCallback(acked)
+        return d.addCallback(lambda _: ESME_ROK)

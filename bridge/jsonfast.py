@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["Parsed", "dumps_strings", "parse"]
+__all__ = ["Parsed", "dumps_flat", "dumps_strings", "parse"]
 
 # orjson reads integers beyond 64 bits as floats; json keeps them exact.
 _LONG_DIGITS = re.compile(rb"\d{19}")
@@ -43,6 +43,18 @@ def parse(raw: bytes) -> Parsed:
         except orjson.JSONDecodeError:
             pass
     return Parsed(json.loads(raw), False)
+
+
+def dumps_flat(value: dict[str, str | int | None]) -> str:
+    """``json.dumps(value, ensure_ascii=False, separators=(",", ":"))`` for a flat object.
+
+    orjson writes str, int and None exactly as json does; where it refuses (a lone
+    surrogate, an integer beyond 64 bits) json writes it.
+    """
+    try:
+        return orjson.dumps(value).decode("utf-8")
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def dumps_strings(value: Any) -> bytes:

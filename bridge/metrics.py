@@ -16,7 +16,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from bridge.latency import LATENCY, Latencies
 
-__all__ = ["MetricsSources", "render_metrics"]
+__all__ = ["MetricsSources", "StoreWork", "render_metrics"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreWork:
+    """What the store has done so far: group commits, seconds in them, SQL statements."""
+
+    commits: int
+    commit_seconds: float
+    statements: int
 
 
 @dataclass
@@ -29,7 +38,7 @@ class MetricsSources:
     mo: Callable[[], int]
     pushes: Callable[[], dict[str, int]]
     binds: Callable[[], list[Any]]
-    store_commits: Callable[[], tuple[int, float]]
+    store_work: Callable[[], StoreWork]
     backlog: Callable[[], dict[str, int]]
 
 
@@ -51,14 +60,16 @@ class _Collector:
             rc.add_metric([outcome], n)
         yield rc
         yield CounterMetricFamily("smpp_bridge_mo", "MO deliver_sm received", value=s.mo())
-        pu = GaugeMetricFamily("smpp_bridge_outbox", "Outbox rows by kind and state", labels=["kind", "state"])
+        pu = GaugeMetricFamily("smpp_bridge_outbox", "Outbox rows waiting (pending) or given up (dead), by kind", labels=["kind", "state"])
         for key, n in sorted(s.pushes().items()):
             kind, _, state = key.partition(":")
             pu.add_metric([kind, state], n)
         yield pu
-        commits, seconds = s.store_commits()
-        yield CounterMetricFamily("smpp_bridge_store_commits", "Group commits", value=commits)
-        yield CounterMetricFamily("smpp_bridge_store_commit_seconds", "Time spent committing", value=seconds)
+        work = s.store_work()
+        yield CounterMetricFamily("smpp_bridge_store_commits", "Group commits", value=work.commits)
+        yield CounterMetricFamily("smpp_bridge_store_commit_seconds", "Time spent committing",
+                                  value=work.commit_seconds)
+        yield CounterMetricFamily("smpp_bridge_store_statements", "SQL statements executed", value=work.statements)
         bl = GaugeMetricFamily("smpp_bridge_backlog", "Segments by state", labels=["state"])
         for state, n in sorted(s.backlog().items()):
             bl.add_metric([state], n)

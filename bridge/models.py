@@ -134,6 +134,7 @@ _INBOUND_FIELDS = (
     "receipted_message_id", "message_state", "network_error_code",
     "sar_msg_ref_num", "sar_total_segments", "sar_segment_seqnum",
 )
+_INBOUND_NAMES = frozenset(_INBOUND_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +165,7 @@ class InboundMessage(Mapping[str, object]):
         return cls(**{k: fields[k] for k in _INBOUND_FIELDS if fields.get(k) is not None})  # type: ignore[arg-type]
 
     def __getitem__(self, key: str) -> object:
-        if key not in _INBOUND_FIELDS:
+        if key not in _INBOUND_NAMES:
             raise KeyError(key)
         value = getattr(self, key)
         if value is None:

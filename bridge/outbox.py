@@ -181,10 +181,12 @@ class Pusher:
         self._held: set[int] = set()
         self._inflight: dict[int, _Push] = {}
         self._outcomes: list[_Outcome] = []
+        self._offered: list[OutboxItem] = []   # queued by this process, waiting for their commit
         self._unsaved: dict[int, _Record] = {}
         self._writes: list[Deferred[None]] = []   # store writes of marks, gathered by the next pump
         self._rewrite = False
         self._maybe_due = True      # the store may have due rows we have not fetched
+        self._overflow: set[str] = set()   # receivers whose due rows were left in the store (lane full)
         self._parked_until = 0.0    # rows parked for busy receivers come due until then
         self._park_max = min(config.backoff_max_s, _PROBE_MAX_S)
         self._commit_failures = 0
@@ -222,6 +224,16 @@ class Pusher:
         self._running = True
         self._schedule_pump()
 
+    def offer(self, item: OutboxItem) -> None:
+        """A row this process just queued: push it once committed, without a store fetch.
+
+        The store stays the record: a row not taken here (the receiver's lane is full, a
+        failed commit, a stop) is still pending there and a fetch finds it.
+        """
+        if self._running:
+            self._offered.append(item)
+            self._schedule_pump()
+
     def wake(self) -> None:
         """New rows were queued and committed: look for due rows now, not at the timer."""
         if self._running:
@@ -243,6 +255,7 @@ class Pusher:
         for lane in self._lanes.values():
             lane.queue.clear()
         self._held.clear()
+        self._offered.clear()
         grace = min(self._cfg.timeout_s, _STOP_GRACE_S) if grace_s is None else grace_s
         if self._inflight:
             self._stop.timer = self._reactor.callLater(grace, self._abandon_inflight)
@@ -270,20 +283,22 @@ class Pusher:
         now = self._reactor.seconds()
         self._apply_outcomes(now)
         writes, self._writes = self._writes, []
+        # Offered before durable() is asked for, so that commit covers the rows' queuing.
+        offered, self._offered = self._offered, []
         # Waiting for the commit makes our marks durable in one group commit, and means
         # rows are only pushed once the transaction that queued them is committed. A
         # failed write counts as a failed commit.
         durable = self._store.durable()
         d = gatherResults([*writes, durable], consumeErrors=True)
-        d.addCallbacks(self._committed, self._commit_failed)
+        d.addCallbacks(self._committed, self._commit_failed, callbackArgs=(offered,))
         d.addErrback(lambda f: log.error("push.pump_bug", error=f.getErrorMessage()[:_ERROR_CHARS]))
         # Outcomes ride the next group commit (milliseconds away): committing them at once,
         # one fsync per pump, cost a third of the bridge's CPU under load.
 
-    def _committed(self, _: object) -> Deferred[None]:
-        return Deferred.fromCoroutine(self._after_commit())
+    def _committed(self, _: object, offered: list[OutboxItem]) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._after_commit(offered))
 
-    async def _after_commit(self) -> None:
+    async def _after_commit(self, offered: list[OutboxItem]) -> None:
         # Still "committing" while due rows are read (on PostgreSQL that takes a round
         # trip): one fill at a time, or two could fetch and push the same rows.
         self._unsaved.clear()
@@ -293,6 +308,7 @@ class Pusher:
         self._rewrite = False
         if self._running:
             now = self._reactor.seconds()
+            self._take_offered(offered, now)
             try:
                 await self._fill(now)
                 await self._arm_idle_timer(now)
@@ -309,6 +325,12 @@ class Pusher:
         if again or self._outcomes or self._unsaved:  # (marks made by _fill: dead, parked)
             self._schedule_pump()
 
+    def _take_offered(self, offered: list[OutboxItem], now: float) -> None:
+        for item in offered:
+            if item.id in self._inflight or item.id in self._held or item.id in self._unsaved:
+                continue
+            self._hold(item, now)   # a full lane leaves it pending in the store: fetched when low
+
     def _commit_failed(self, failure: Failure) -> None:
         """The store could not commit (disk full...): keep every outcome, retry with backoff.
 
@@ -319,6 +341,7 @@ class Pusher:
         self._committing = False
         self._rewrite = True
         self._commit_failures += 1
+        self._maybe_due = True   # offered rows whose commit failed are fetched if they exist
         if self._stop is not None:
             log.error("push.unsaved_at_stop", unsaved=len(self._unsaved),
                       error=failure.getErrorMessage()[:_ERROR_CHARS])
@@ -352,9 +375,14 @@ class Pusher:
         """
         examined = 0
         self._launch_ready(now)
+        if any(len(lane.queue) <= self._lane_hold // 2 for key in self._overflow
+               if (lane := self._lanes.get(key)) is not None):
+            self._maybe_due = True   # a receiver whose rows were left behind is running low
         while (self._maybe_due and len(self._inflight) < self._cfg.concurrency
                and examined < _FETCH_BUDGET):
-            exclude = (*self._inflight, *self._held, *self._unsaved)
+            self._overflow.clear()
+            # Rows offered since this pump began are taken by the next one, not fetched.
+            exclude = (*self._inflight, *self._held, *self._unsaved, *(i.id for i in self._offered))
             page = await self._store.outbox.due(now, self._page, exclude=exclude)
             examined += len(page)
             parked = sum(1 for item in page if self._hold(item, now))
@@ -382,6 +410,7 @@ class Pusher:
         # an open circuit until the next probe, a slow receiver until it has worked off
         # what it holds (estimated from its latency).
         if not lane.is_open and lane.latency is not None and lane.latency < _FAST_RECEIVER_S:
+            self._overflow.add(key)
             return False
         lane.parked += 1
         if lane.is_open:

@@ -31,7 +31,7 @@ from bridge.replay import (
     receipts_from_store,
     replay_receipts,
 )
-from bridge.store import Store, StoreError, lock_store, open_store, result_of
+from bridge.store import Store, StoreError, StoreMissingError, lock_store, open_store, result_of
 from bridge.store.records import PushState
 from carriers.profiles import load_profiles
 
@@ -106,10 +106,10 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _open_store(config: BridgeConfig) -> Store:
     """The configured store, inline: every call has finished when it returns."""
-    if config.store.backend == "sqlite" and not Path(config.store.path).exists():
-        raise ToolError(f"{config.store.path}: no such store (run the daemon first, or pass --config)")
     try:
-        return open_store(config.store, inline=True)
+        return open_store(config.store, inline=True, create=False)
+    except StoreMissingError as exc:
+        raise ToolError(f"{exc} (run the daemon first, or pass --config)") from None
     except StoreError as exc:
         raise ToolError(str(exc)) from None
 

@@ -161,6 +161,7 @@ class CpuResult:
     wall_s: float
     database_s: float = 0.0              # PostgreSQL server processes (0 on SQLite)
     bridge_and_db_s_per_message: float = 0.0
+    statements_per_message: float = 0.0  # SQL statements the bridge ran (smpp_bridge_store_statements)
 
 
 @dataclass(frozen=True, slots=True)
@@ -772,7 +773,7 @@ def start_py_spy(out: Path | None, pid: int, workdir: Path) -> subprocess.Popen[
     """Diagnosis only: sample the bridge with py-spy (if installed) for the throughput phase."""
     if out is None:
         return None
-    exe = shutil.which("py-spy")
+    exe = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if exe is None:
         raise BenchError("--py-spy: py-spy is not installed (pip install py-spy)")
     fmt = "raw" if out.suffix in (".txt", ".raw") else "speedscope" if out.suffix == ".json" else "flamegraph"
@@ -807,6 +808,7 @@ def run_throughput(system: System, args: argparse.Namespace, pool: NumberPool, r
     base = system.receiver_summary()
     procs = (system.bridge, system.sim, system.receiver)
     cpu0 = [proc_usage(p.pid).cpu_s for p in procs] + [self_cpu(), postgres_cpu()]
+    statements0 = system.metrics().get("smpp_bridge_store_statements_total", 0.0)
     t0 = time.time()
     timeline = _Timeline(t0, sub0, base["distinct"], cpu0[0], latency=args.plot is not None)
     if timeline.latency:
@@ -830,6 +832,7 @@ def run_throughput(system: System, args: argparse.Namespace, pool: NumberPool, r
     expected = base["distinct"] + len(res.accepted_ids)
     summary = wait_reports(system, expected, max(1.0, deadline - time.monotonic()), sample)
     cpu1 = [proc_usage(p.pid).cpu_s for p in procs] + [self_cpu(), postgres_cpu()]
+    statements = system.metrics().get("smpp_bridge_store_statements_total", 0.0) - statements0
     stop_py_spy(spy, log)
     wall = summary["last_ack"] - t0 if summary["distinct"] >= expected else time.time() - t0
     missing = len(set(res.accepted_ids) - system.receiver_ids())
@@ -856,7 +859,8 @@ def run_throughput(system: System, args: argparse.Namespace, pool: NumberPool, r
                     simulator_s=round(deltas[1], 2), receiver_s=round(deltas[2], 2),
                     load_generator_s=round(deltas[3], 2), wall_s=round(wall, 2),
                     database_s=round(deltas[4], 2),
-                    bridge_and_db_s_per_message=round((deltas[0] + deltas[4]) / max(1, n), 6))
+                    bridge_and_db_s_per_message=round((deltas[0] + deltas[4]) / max(1, n), 6),
+                    statements_per_message=round(statements / max(1, n), 2))
     return tp, cpu, timeline.rows
 
 
@@ -987,9 +991,10 @@ def print_throughput(results: dict[str, Any]) -> None:
         (f"intake→submit_sm p99 @ {lat['offered_rate']:g} msg/s", _fmt(lat["p99_ms"], " ms"), "≤ 50 ms",
          lat["p99_ms"] <= TARGETS["latency_p99_ms"]),
         ("bridge CPU per message", _fmt(cpu["bridge_s_per_message"] * 1e6 / 1000, " ms"), "", None),
-        ("bridge + PostgreSQL CPU per message",
-         _fmt(cpu.get("bridge_and_db_s_per_message", 0.0) * 1e6 / 1000, " ms"),
-         f"database {cpu.get('database_s', 0.0):.1f} s", None),
+        *([("bridge + PostgreSQL CPU per message",
+            _fmt(cpu.get("bridge_and_db_s_per_message", 0.0) * 1e6 / 1000, " ms"),
+            f"database {cpu.get('database_s', 0.0):.1f} s", None)] if results["options"].get("store_url") else []),
+        ("SQL statements per message", _fmt(cpu.get("statements_per_message", 0.0), ""), "", None),
         ("bridge peak RSS", _fmt(results["bridge_peak_rss_mb"], " MB"), "", None),
         (f"codec ceiling (smpplib, window {codec['window']})", _fmt(codec["rate"], " msg/s"),
          f"client {codec['client_cpu_us_per_submit']:.0f} µs/submit", None),
@@ -1033,7 +1038,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="bench", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="End-to-end benchmark of smpp-bridge against the SMSC simulator (separate "
                     "processes, temporary store, local callback receiver). Prints a table, writes JSON.")
-    p.add_argument("--mode", choices=("throughput", "memory"), default="throughput")
+    p.add_argument("--mode", choices=("throughput", "memory", "retention"), default="throughput",
+                   help="retention: intake->submit_sm latency while the pruner deletes --prunable old records")
+    p.add_argument("--prunable", type=int, default=50_000,
+                   help="retention mode: final messages (with a receipt and an acknowledged push each) "
+                        "older than the retention window, written before the bridge starts")
     p.add_argument("--messages", type=int, default=100_000, help="messages in the throughput phase")
     p.add_argument("--rate", type=float, default=500.0, help="offered msg/s in the latency phase")
     p.add_argument("--latency-messages", type=int, default=5_000, help="messages in the latency phase")
@@ -1071,6 +1080,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.messages, args.rate, args.latency_messages = 500, 200.0, 100
         args.codec_messages, args.queued = min(args.codec_messages, 2_000), min(args.queued, 2_000)
         args.settle_s = min(args.settle_s, 1)
+        args.prunable = min(args.prunable, 500)
     for name in ("messages", "latency_messages", "queued", "codec_messages", "codec_window",
                  "concurrency", "latency_concurrency", "window"):
         if getattr(args, name) < 1:
@@ -1119,13 +1129,74 @@ def memory_mode(system: System, args: argparse.Namespace) -> dict[str, Any]:
             "targets": {"peak_rss_mb": mem.peak_rss_mb <= TARGETS["peak_rss_mb"]}}
 
 
+def prefill_prunable(system: System, n: int) -> None:
+    """``n`` final messages 100 days old, each with a raw receipt and an acknowledged push."""
+    from bridge.config import StoreConfig
+    from bridge.models import NewMessage, OutboxItem
+    from bridge.store import open_store, result_of
+
+    store = open_store(StoreConfig(path=system.workdir / "bridge.db", url=system.args.store_url), inline=True)
+    old = time.time() - 100 * 86_400
+    for start in range(0, n, 1000):
+        ids = [f"old{i:08d}" for i in range(start, min(n, start + 1000))]
+        result_of(store.messages.insert([
+            NewMessage(id=mid, app_id="bench", channel=CHANNEL, recipient="+8613800000000", carrier="cmcc",
+                       klass="otp", text="old", content_hash="h", status_callback="", extend="",
+                       created_at=old, state="final", status="DELIVRD", org_code="DELIVRD", release_at=None,
+                       segments=(), counted=True) for mid in ids]))
+        for mid in ids:
+            result_of(store.receipts.insert_raw("cmcc", mid, "{}", old, None, "unmatched"))
+            oid = result_of(store.outbox.queue("report", mid, "http://127.0.0.1:9/old", "{}", old))
+            result_of(store.outbox.mark_pushed(OutboxItem(oid, "report", mid, "", "{}", 0, old, old), old))
+        result_of(store.flush())
+    result_of(store.close())
+
+
+def retention_mode(system: System, args: argparse.Namespace) -> dict[str, Any]:
+    """The paced latency phase while the retention pruner works through a backlog of old records."""
+    system.start_sim()
+    system.start_receiver()
+    _log(f"retention: writing {args.prunable:,} old messages (+ receipts, pushes)")
+    prefill_prunable(system, args.prunable)
+    system.start_bridge()
+    pool, rng = NumberPool(), random.Random(args.seed)
+    started = time.monotonic()
+    latency = run_latency(system, args, pool, rng, _log)
+    pruned_during = args.prunable - old_messages_left(system)
+    # (The pruner passes every 10 s; a short latency phase may end before the first one.)
+    wait_until(lambda: old_messages_left(system) == 0, args.timeout, "the pruner to remove the old records", 0.5)
+    return {"latency": asdict(latency), "prunable": args.prunable, "pruned_messages": pruned_during,
+            "all_pruned_after_s": round(time.monotonic() - started, 1),
+            "complete": latency.matched == args.latency_messages,
+            "targets": {"latency_p99_ms": latency.p99_ms <= TARGETS["latency_p99_ms"]}}
+
+
+def old_messages_left(system: System) -> int:
+    from bridge.config import StoreConfig
+    from bridge.store import open_store, result_of
+
+    store = open_store(StoreConfig(path=system.workdir / "bridge.db", url=system.args.store_url), inline=True)
+    try:
+        return len(result_of(store.messages.export_rows(None, time.time() - 50 * 86_400)))
+    finally:
+        result_of(store.close())
+
+
+def print_retention(results: dict[str, Any]) -> None:
+    lat = results["latency"]
+    print(f"retention: {results['pruned_messages']:,} of {results['prunable']:,} old messages pruned during "
+          f"{lat['messages']:,} requests at {lat['offered_rate']:g}/s: intake->submit_sm p50 {lat['p50_ms']} ms, "
+          f"p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms; all pruned after {results['all_pruned_after_s']} s")
+
+
 def run(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="smpp-bench-"))
     log_size = max(200_000, int(args.messages * 1.5) + args.latency_messages * 2 + args.codec_messages)
     system = System(workdir, args, log_size)
     started = time.time()
     try:
-        results = throughput_mode(system, args) if args.mode == "throughput" else memory_mode(system, args)
+        mode = {"throughput": throughput_mode, "memory": memory_mode, "retention": retention_mode}[args.mode]
+        results = mode(system, args)
     except LabError as exc:
         _log(f"failed: {exc}")
         for child in system.children:
@@ -1143,7 +1214,7 @@ def run(args: argparse.Namespace) -> int:
                            if k != "serve_receiver"},
                "workdir": str(workdir), "exit_codes": codes, **results}
     args.json_out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    (print_throughput if args.mode == "throughput" else print_memory)(results)
+    {"throughput": print_throughput, "memory": print_memory, "retention": print_retention}[args.mode](results)
     _log(f"wrote {args.json_out}")
     if args.plot is not None:
         tp = results["throughput"]

@@ -103,7 +103,8 @@ class Chaos:
         self.rng = random.Random(args.seed)
         self.cfg = LabConfig(workdir=workdir, receipt_delay_ms=(5, 100), window=20, response_timeout_s=2.0,
                              backoff_initial_s=0.2, backoff_max_s=1.0, binds=2 if args.cluster else 1,
-                             sim_extra={"cmcc": "tps = 150"})   # one carrier throttles throughout
+                             sim_extra={"cmcc": "tps = 150"},   # one carrier throttles throughout
+                             store_url=args.store_url)
         self.receiver = Receiver()
         self.result = ChaosResult(members=max(1, args.cluster))
         self.accepted: list[str] = []
@@ -143,9 +144,8 @@ class Chaos:
             threading.Thread(target=self._watch_binds, daemon=True).start()
 
     def _member_config(self, base: Path, name: str) -> Path:
-        """The lab config, on the shared PostgreSQL store, as cluster member ``name``."""
-        text = base.read_text(encoding="utf-8").replace(
-            "[store]\n", f'[store]\nurl = "{self.args.store_url}"\n', 1)
+        """The lab config (on the shared PostgreSQL store) as cluster member ``name``."""
+        text = base.read_text(encoding="utf-8")
         text += f'\n[cluster]\nnode = "{name}"\nfailover_s = {self.args.failover_s}\n'
         path = base.with_name(f"bridge-{name}.toml")
         path.write_text(text, encoding="utf-8")
@@ -348,15 +348,15 @@ class Chaos:
 
     def _flagged_segments(self) -> set[tuple[str, int]]:
         """(destination, part) of segments the bridge flagged possibly sent twice: only it knows."""
-        sql = "SELECT destination_addr, seq FROM segments WHERE possible_duplicate = 1"
-        if self.args.cluster:
+        query = "SELECT destination_addr, seq FROM segments WHERE possible_duplicate = 1"
+        if self.cfg.store_url:
             import psycopg
 
-            with psycopg.connect(self.args.store_url) as conn:
-                return {(dest.lstrip("+"), seq) for dest, seq in conn.execute(sql).fetchall()}
+            with psycopg.connect(self.cfg.store_url) as pg:
+                return {(dest.lstrip("+"), seq) for dest, seq in pg.execute(query)}
         con = sqlite3.connect(f"file:{self.cfg.workdir / 'bridge.db'}?mode=ro", uri=True, timeout=5)
         try:
-            return {(dest.lstrip("+"), seq) for dest, seq in con.execute(sql)}
+            return {(dest.lstrip("+"), seq) for dest, seq in con.execute(query)}
         finally:
             con.close()
 
@@ -403,11 +403,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--settle-timeout", type=float, default=180.0)
     p.add_argument("--cluster", type=int, default=0, metavar="N",
-                   help="N cluster members on --store-url instead of one daemon on SQLite")
-    p.add_argument("--store-url", default=None, metavar="URL", help="PostgreSQL for --cluster (a fresh database)")
+                   help="N cluster members on --store-url instead of one daemon")
     p.add_argument("--failover-s", type=float, default=3.0, help="[cluster] failover_s in cluster mode")
     p.add_argument("--json-out", type=Path, default=None)
     p.add_argument("--keep", action="store_true", help="keep the work directory")
+    p.add_argument("--store-url", default=None, metavar="URL",
+                   help="run the daemon (or the --cluster members) on this (empty) PostgreSQL database")
     args = p.parse_args(argv)
     if args.messages < 1 or args.rate <= 0 or args.kills < 0 or args.mo < 0:
         p.error("--messages, --rate must be positive; --kills, --mo not negative")

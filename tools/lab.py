@@ -234,6 +234,7 @@ class LabConfig:
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 2.0
     sim_extra: dict[str, str] = field(default_factory=dict)   # [sim.carriers.<id>] lines
+    store_url: str | None = None   # a PostgreSQL database instead of the SQLite file in workdir
 
 
 def write_sim_config(cfg: LabConfig) -> Path:
@@ -262,6 +263,7 @@ operator_token = "{OPERATOR_TOKEN}"
 
 [store]
 path = "{cfg.workdir / 'bridge.db'}"
+{f'url = "{cfg.store_url}"' if cfg.store_url else ""}
 commit_interval_ms = {cfg.commit_interval_ms}
 
 [logging]

@@ -13,7 +13,7 @@ from typing import IO, Any
 from twisted.internet.defer import Deferred
 
 from bridge.config import StoreConfig
-from bridge.store.executor import StoreError
+from bridge.store.executor import StoreError, StoreInUseError, StoreMissingError
 from bridge.store.interface import (
     BlacklistStore,
     MessageStore,
@@ -32,14 +32,11 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreInUseError",
+    "StoreMissingError",
     "lock_store",
     "open_store",
     "result_of",
 ]
-
-
-class StoreInUseError(RuntimeError):
-    """Another smpp-bridge process owns this embedded store."""
 
 
 def lock_store(config: StoreConfig) -> IO[Any] | Any | None:
@@ -58,25 +55,35 @@ def lock_store(config: StoreConfig) -> IO[Any] | Any | None:
 
 
 def open_store(config: StoreConfig, *, reactor: Any = None, inline: bool = False,
-               synchronous: str = "FULL", node: str = "", failover_s: float = 10.0) -> Store:
+               synchronous: str = "FULL", daemon: bool = False, create: bool = True,
+               node: str = "", failover_s: float = 10.0) -> Store:
     """Open (creating or migrating) the configured store.
 
     With ``inline`` (command-line tools, deterministic tests) every call has finished
     when it returns; otherwise PostgreSQL work runs on a database thread of ``reactor``.
-    ``node`` is the cluster member the store works for: what it claims is marked so, and
-    what a member silent for ``failover_s`` claimed is taken over.
+    ``daemon``: this process is a daemon on the store, so tools see it running (SQLite:
+    the one-process lock, StoreInUseError if another daemon holds it; PostgreSQL: the
+    lock every daemon of a cluster holds shared). Without ``create`` a missing embedded
+    store raises StoreMissingError instead of being created empty. ``node`` is the
+    cluster member the store works for: what it claims is marked so, and what a member
+    silent for ``failover_s`` claimed is taken over.
     """
     if config.url:
         from bridge.store.postgres import open_postgres
 
-        store, _ = open_postgres(config.url, reactor=reactor, inline=inline, node=node, failover_s=failover_s)
+        store, _ = open_postgres(config.url, reactor=reactor, inline=inline, daemon=daemon, node=node,
+                                 failover_s=failover_s)
         return store
     from bridge.store.sqlite import open_sqlite
 
+    if not create and str(config.path) != ":memory:" and not config.path.exists():
+        raise StoreMissingError(f"{config.path}: no such store")
     clock = reactor if reactor is not None else _NoClock()
-    store, executor = open_sqlite(config.path, clock=clock, synchronous=synchronous, node=node, failover_s=failover_s,
-                                  commit_interval_s=0 if inline else config.commit_interval_ms / 1000)
-    if reactor is not None and not inline:
+    threads = reactor is not None and not inline   # a real reactor: commits and checkpoints off-thread
+    store, executor = open_sqlite(config.path, clock=clock, synchronous=synchronous, commit_thread=threads,
+                                  commit_interval_s=0 if inline else config.commit_interval_ms / 1000,
+                                  exclusive=daemon, node=node, failover_s=failover_s)
+    if threads:
         executor.start_background_checkpoints()
     return store
 

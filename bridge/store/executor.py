@@ -9,18 +9,34 @@ SQL both backends understand; the few dialect differences are attributes of the 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred
 
-__all__ = ["Dialect", "Executor", "Op", "StoreError", "Tx"]
+__all__ = ["Dialect", "Executor", "Op", "StatementCount", "StoreError", "StoreInUseError", "StoreMissingError", "Tx"]
 
 T = TypeVar("T")
 
 
 class StoreError(RuntimeError):
     """The store could not commit: nothing that waited on it may be acted upon."""
+
+
+class StoreInUseError(RuntimeError):
+    """Another smpp-bridge process owns this embedded store."""
+
+
+class StoreMissingError(StoreError):
+    """A tool was pointed at a store that does not exist (it would create an empty one)."""
+
+
+@dataclass(slots=True)
+class StatementCount:
+    """SQL statements executed (an executemany of n rows counts n): the store's work per message."""
+
+    n: int = 0
 
 
 class Dialect(Enum):
@@ -49,6 +65,7 @@ class Executor(Protocol):
     shared: bool                # other processes use the same database (PostgreSQL), or not (SQLite)
     commits: int
     commit_seconds: float
+    statements: StatementCount
 
     def read(self, op: Callable[[Tx], T]) -> Deferred[T]: ...
     def write(self, op: Callable[[Tx], T]) -> Deferred[T]: ...

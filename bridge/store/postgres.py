@@ -29,7 +29,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from bridge.store.executor import Dialect, StoreError, Tx
+from bridge.store.executor import Dialect, StatementCount, StoreError, Tx
 from bridge.store.schema import MIGRATIONS, postgres_ddl
 from bridge.store.sql import SqlStore
 
@@ -68,26 +68,31 @@ class _PgTx:
     for_update = " FOR UPDATE"
     skip_locked = " FOR UPDATE SKIP LOCKED"
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], count: StatementCount) -> None:
         self._cur = conn.cursor()
+        self._count = count
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        self._count.n += 1
         self._cur.execute(_pg(sql), params)
         return self._cur.fetchall() if self._cur.description is not None else []
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        self._count.n += 1
         self._cur.execute(_pg(sql), params)
         return self._cur.rowcount
 
     def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         rows = list(rows)
         if rows:
+            self._count.n += len(rows)
             self._cur.executemany(_pg(sql), rows)
 
     def lock_keys(self, namespace: int, keys: Sequence[str]) -> None:
         """Advisory locks held to commit; taken in sorted order so two takers cannot deadlock."""
         ids = sorted({_key_id(k) for k in keys})
         if ids:
+            self._count.n += 1
             self._cur.execute("SELECT pg_advisory_xact_lock(%s::int, k) FROM unnest(%s::int[]) AS k",
                               (namespace, ids))
 
@@ -128,8 +133,9 @@ class PostgresExecutor:
     shared = True    # any number of instances: a cluster
 
     def __init__(self, url: str, *, reactor: Any = None, inline: bool = False,
-                 connect_timeout_s: float = 10.0) -> None:
+                 connect_timeout_s: float = 10.0, daemon: bool = False) -> None:
         self._url = url
+        self._daemon = daemon
         self.description = redact_url(url)
         self._reactor = reactor
         self._inline = inline or reactor is None
@@ -141,6 +147,7 @@ class PostgresExecutor:
         self._pool: ThreadPool | None = None
         self.commits = 0
         self.commit_seconds = 0.0
+        self.statements = StatementCount()
         # Connect and migrate now, on the caller's thread, before anything depends on it.
         conn = self._connection()
         applied = migrate_postgres(conn)
@@ -154,7 +161,7 @@ class PostgresExecutor:
         if self._conn is None or self._conn.closed:
             try:
                 self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=int(self._timeout))
-                if not self._inline:   # a daemon: tools see it through this shared lock
+                if self._daemon:   # tools see a running daemon through this shared lock
                     self._conn.execute("SELECT pg_try_advisory_lock_shared(%s)", (DAEMON_LOCK,))
             except psycopg.Error as exc:
                 raise StoreError(f"cannot connect to {self.description}: {exc}") from None
@@ -218,7 +225,7 @@ class PostgresExecutor:
             return [_Outcome(False, exc)] * len(ops)
         try:
             with conn.transaction():
-                tx = _PgTx(conn)
+                tx = _PgTx(conn, self.statements)
                 values = [op(tx) for op in ops]
             self.commits += 1
             self.commit_seconds += time.perf_counter() - t0
@@ -235,7 +242,7 @@ class PostgresExecutor:
     def _run_alone(self, conn: psycopg.Connection[Any], op: Callable[[Tx], Any]) -> _Outcome:
         try:
             with conn.transaction():
-                value = op(_PgTx(conn))
+                value = op(_PgTx(conn, self.statements))
             self.commits += 1
             return _Outcome(True, value)
         except psycopg.OperationalError as exc:
@@ -285,6 +292,7 @@ def _nothing(tx: Tx) -> None:
 
 
 def open_postgres(url: str, *, reactor: Any = None, inline: bool = False,
-                  node: str = "", failover_s: float = 10.0) -> tuple[SqlStore, PostgresExecutor]:
-    executor = PostgresExecutor(url, reactor=reactor, inline=inline)
+                  daemon: bool = False, node: str = "",
+                  failover_s: float = 10.0) -> tuple[SqlStore, PostgresExecutor]:
+    executor = PostgresExecutor(url, reactor=reactor, inline=inline, daemon=daemon)
     return SqlStore(executor, node, failover_s), executor

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from bridge.models import NewMo
+from bridge.models import MessageRecord, NewMo, OutboxItem
 
 __all__ = [
     "AdmissionFacts",
@@ -69,6 +69,14 @@ class SegmentStatus:
     state: str
     status: str | None
     org_code: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FinalisedMessage:
+    """A message just made final, and the report queued for it (None without a statusCallback)."""
+
+    message: MessageRecord
+    report: OutboxItem | None
 
 
 @dataclass(frozen=True, slots=True)

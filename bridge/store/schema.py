@@ -78,9 +78,14 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("m002_outbox_created", ("CREATE INDEX outbox_created ON outbox(created_at)",)),
     # The backlog gauge counts held segments without a scan.
     Migration("m003_segments_held", ("CREATE INDEX segments_held ON segments(id) WHERE state = 'held'",)),
+    # The outbox gauge counts pending and dead rows per kind without scanning acknowledged ones.
+    Migration("m004_outbox_open_by_kind", (
+        "CREATE INDEX outbox_pending_kind ON outbox(kind) WHERE state = 'pending'",
+        "CREATE INDEX outbox_dead_kind ON outbox(kind) WHERE state = 'dead'",
+    )),
     # Cluster membership: one row per running instance, its heartbeat and what it reports
     # (API address, its binds' states); and each carrier's binds as cluster-wide leased slots.
-    Migration("m004_cluster", (
+    Migration("m005_cluster", (
         """CREATE TABLE nodes (
             name TEXT PRIMARY KEY, started_at REAL NOT NULL, heartbeat_at REAL NOT NULL,
             api TEXT NOT NULL DEFAULT '', binds TEXT NOT NULL DEFAULT '[]')""",
@@ -89,9 +94,9 @@ MIGRATIONS: tuple[Migration, ...] = (
             lease_until REAL NOT NULL DEFAULT 0, PRIMARY KEY (carrier, slot))""",
     )),
     # Which member took a segment for its binds: a dead member's are requeued by the leader.
-    Migration("m005_segments_dispatched_by", ("ALTER TABLE segments ADD COLUMN dispatched_by TEXT",)),
+    Migration("m006_segments_dispatched_by", ("ALTER TABLE segments ADD COLUMN dispatched_by TEXT",)),
     # Which member pushes a row: no two push it at once; a dead member's rows are taken over.
-    Migration("m006_outbox_claimed_by", ("ALTER TABLE outbox ADD COLUMN claimed_by TEXT",)),
+    Migration("m007_outbox_claimed_by", ("ALTER TABLE outbox ADD COLUMN claimed_by TEXT",)),
 )
 
 _PG_TYPES = (

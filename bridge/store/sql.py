@@ -23,6 +23,7 @@ from bridge.store.records import (
     DeadPush,
     EarlyReceipt,
     ExportRow,
+    FinalisedMessage,
     MessageReceipt,
     MoCounts,
     MoPart,
@@ -147,6 +148,7 @@ class SqlMessages:
     def __init__(self, ex: Executor, node: str = "") -> None:
         self._ex = ex
         self._node = node or None
+        self._claimer = node if node and ex.shared else None   # pushes this member queues are its own
 
     def insert(self, messages: Sequence[NewMessage]) -> Deferred[None]:
         return self._ex.write(lambda tx: _insert_messages(tx, messages))
@@ -272,24 +274,31 @@ class SqlMessages:
         return self._ex.read(lambda tx: _segment_statuses(tx, message_id))
 
     def finalise_message(self, message_id: str, status: str, org_code: str, final_seq: int,
-                         now: float, report: ReportBuilder | None = None) -> Deferred[MessageRecord | None]:
+                         now: float, report: ReportBuilder | None = None) -> Deferred[FinalisedMessage | None]:
         """Make a message final and queue its report in one transaction; None if it already was final.
 
         ``report`` turns the final record into the report's JSON payload; it is pushed to
-        the message's statusCallback (none queued without one).
+        the message's statusCallback (none queued without one). The queued row comes back
+        so the pusher can take it from memory once it is committed.
         """
-        def op(tx: Tx) -> MessageRecord | None:
+        def op(tx: Tx) -> FinalisedMessage | None:
             rows = tx.rows("UPDATE messages SET state = 'final', status = ?, org_code = ?, final_seq = ?,"
                            f" final_at = ? WHERE id = ? AND state != 'final' RETURNING {_MESSAGE_COLUMNS}",
                            (status, org_code, final_seq, now, message_id))
             if not rows:
                 return None
             msg = _message(rows[0])
+            item = None
             if report is not None and msg.status_callback:
-                tx.run("INSERT INTO outbox (kind, ref_id, url, payload, state, created_at, next_attempt_at)"
-                       " VALUES ('report', ?, ?, ?, 'pending', ?, ?) ON CONFLICT DO NOTHING",
-                       (message_id, msg.status_callback, report(msg), now, now))
-            return msg
+                payload = report(msg)
+                # Claimed by this member at once: its pusher is offered the row without a fetch.
+                queued = tx.rows("INSERT INTO outbox (kind, ref_id, url, payload, state, created_at, next_attempt_at,"
+                                 " claimed_by) VALUES ('report', ?, ?, ?, 'pending', ?, ?, ?)"
+                                 " ON CONFLICT DO NOTHING RETURNING id",
+                                 (message_id, msg.status_callback, payload, now, now, self._claimer))
+                if queued:
+                    item = OutboxItem(queued[0][0], "report", message_id, msg.status_callback, payload, 0, now, now)
+            return FinalisedMessage(msg, item)
         return self._ex.write(op)
 
     def unfinished_with_final_segments(self, limit: int = 1000) -> Deferred[list[str]]:
@@ -585,8 +594,18 @@ class SqlOutbox:
             " WHERE kind IN ('report', 'uplink') AND ref_id = ?", (ref_id,))])
 
     def counts(self) -> Deferred[list[StateCount]]:
+        """Every row by kind and state: a scan of the whole outbox (tools and tests, not gauges)."""
         return self._ex.read(lambda tx: [StateCount(s, n, k) for k, s, n in tx.rows(
             "SELECT kind, state, COUNT(*) FROM outbox GROUP BY kind, state")])
+
+    def open_counts(self) -> Deferred[list[StateCount]]:
+        """Pending and dead rows by kind, each on its partial index: acknowledged rows (which
+        pile up until retention removes them) are never read."""
+        def op(tx: Tx) -> list[StateCount]:
+            return [StateCount(state, n, kind) for state in (PushState.PENDING, PushState.DEAD)
+                    for kind, n in tx.rows(f"SELECT kind, COUNT(*) FROM outbox WHERE state = '{state}'"
+                                           " GROUP BY kind")]
+        return self._ex.read(op)
 
     def dead(self, limit: int = 100) -> Deferred[list[DeadPush]]:
         return self._ex.read(lambda tx: [DeadPush(*r) for r in tx.rows(
@@ -729,6 +748,10 @@ class SqlStore:
     @property
     def commit_seconds(self) -> float:
         return self._ex.commit_seconds
+
+    @property
+    def statements(self) -> int:
+        return self._ex.statements.n
 
     def durable(self) -> Deferred[None]:
         return self._ex.durable()

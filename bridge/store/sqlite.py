@@ -4,6 +4,10 @@ Writes go into one open transaction that is committed every ``commit_interval`` 
 commit); whatever must not happen before the data is durable waits on :meth:`durable`.
 One fsync then covers hundreds of state changes. Calls run synchronously, so their
 Deferreds have fired when they return: the SQLite path costs no thread hops.
+
+In the daemon the COMMIT itself (the fsync: about a millisecond, a sixth of the reactor's
+time under load) runs on a worker thread while the reactor goes on with network work;
+store calls made meanwhile wait, in order, until it is done.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ import structlog
 from sqlite_utils import Database, Migrations
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
 
-from bridge.store.executor import Dialect, StoreError, Tx
+from bridge.store.executor import Dialect, StatementCount, StoreError, StoreInUseError, Tx
 from bridge.store.schema import MIGRATIONS
 from bridge.store.sql import SqlStore
 
@@ -68,16 +73,21 @@ class _SqliteTx:
     for_update = ""
     skip_locked = ""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, count: StatementCount) -> None:
         self._conn = conn
+        self._count = count
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        self._count.n += 1
         return self._conn.execute(sql, params).fetchall()
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        self._count.n += 1
         return self._conn.execute(sql, params).rowcount
 
     def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        rows = rows if isinstance(rows, list) else list(rows)
+        self._count.n += len(rows)
         self._conn.executemany(sql, rows)
 
     def lock_keys(self, namespace: int, keys: Sequence[str]) -> None:
@@ -90,13 +100,15 @@ class SqliteExecutor:
     shared = False   # one process per database file (the daemon's file lock)
 
     def __init__(self, path: Path | str, *, clock: Any, commit_interval_s: float = 0.005,
-                 synchronous: str = "FULL") -> None:
+                 synchronous: str = "FULL", commit_thread: bool = False) -> None:
         memory = str(path) == ":memory:"
         if not memory:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.description = str(path)
-        self.db = Database(memory=True) if memory else Database(str(path))
+        # (The connection is handed to the commit thread while the reactor waits for it.)
+        self.db = Database(memory=True) if memory else Database(
+            sqlite3.connect(str(path), check_same_thread=not commit_thread))
         self.db.execute("PRAGMA busy_timeout = 5000")
         if not memory:
             self.db.enable_wal()
@@ -104,7 +116,8 @@ class SqliteExecutor:
         self.db.execute(f"PRAGMA synchronous = {synchronous}")
         _migrations.apply(self.db)
         self._conn: sqlite3.Connection = self.db.conn
-        self._tx = _SqliteTx(self._conn)
+        self.statements = StatementCount()
+        self._tx = _SqliteTx(self._conn, self.statements)
         self._clock = clock
         self._interval = commit_interval_s
         self._waiters: list[Deferred[None]] = []
@@ -112,17 +125,32 @@ class SqliteExecutor:
         self._checkpoint_timer: Any = None
         self._checkpoint_conn: sqlite3.Connection | None = None
         self._checkpointing = False
+        self._commit_thread = commit_thread and not memory
+        self._committing = False                       # a COMMIT is running on the worker thread
+        self._queued: list[tuple[Callable[[], None]]] = []   # calls made meanwhile, in order
+        self._next_waiters: list[Deferred[None]] = []  # durable() asked during a COMMIT
         self.commits = 0
         self.commit_seconds = 0.0
         self.closed = False
+        self.lock: IO[Any] | None = None   # the one-process lock, when this process is the daemon
 
     def read(self, op: Callable[[Tx], T]) -> Deferred[T]:
+        if self._committing:
+            return self._later(self.read, op)
         try:
             return succeed(op(self._tx))
         except sqlite3.Error as exc:
             return fail(StoreError(f"read failed: {exc}"))
 
+    def _later(self, call: Callable[[Callable[[Tx], T]], Deferred[T]], op: Callable[[Tx], T]) -> Deferred[T]:
+        """Run ``call(op)`` once the COMMIT in progress is done; its Deferred fires then."""
+        d: Deferred[T] = Deferred()
+        self._queued.append((lambda: call(op).chainDeferred(d),))
+        return d
+
     def write(self, op: Callable[[Tx], T]) -> Deferred[T]:
+        if self._committing:
+            return self._later(self.write, op)
         try:
             if not self._conn.in_transaction:
                 self._conn.execute("BEGIN IMMEDIATE")
@@ -147,6 +175,11 @@ class SqliteExecutor:
     def durable(self) -> Deferred[None]:
         """A Deferred that fires once everything written so far is committed."""
         d: Deferred[None] = Deferred()
+        if self._committing:
+            # Whatever was written before is in the COMMIT running now; calls queued behind
+            # it may write more, so this waits for the commit after it (if there is one).
+            self._next_waiters.append(d)
+            return d
         if not self._conn.in_transaction:
             d.callback(None)
             return d
@@ -156,6 +189,14 @@ class SqliteExecutor:
 
     def flush(self) -> Deferred[None]:
         """Commit now; fails with StoreError if the commit does."""
+        if self._committing:
+            d = self.durable()
+            self._queued.append((self._commit_quietly,))
+            return d
+        if self._commit_thread and self._conn.in_transaction:
+            d = self.durable()
+            self._commit_quietly()
+            return d
         try:
             self._commit()
         except StoreError as exc:
@@ -163,25 +204,61 @@ class SqliteExecutor:
         return succeed(None)
 
     def _commit(self) -> None:
+        if self._committing:
+            return   # (a timer armed by a queued call; the commit in progress re-arms it)
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
         waiters, self._waiters = self._waiters, []
-        if self._conn.in_transaction:
+        if not self._conn.in_transaction:
+            for d in waiters:
+                d.callback(None)
+            return
+        if self._commit_thread:
+            self._committing = True
             t0 = time.perf_counter()
-            try:
-                self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                log.critical("store.commit_failed", error=str(exc))
-                with contextlib.suppress(sqlite3.Error):
-                    self._conn.rollback()
-                for d in waiters:
-                    d.errback(StoreError(f"commit failed: {exc}"))
-                raise StoreError(f"commit failed: {exc}") from exc
-            self.commit_seconds += time.perf_counter() - t0
-            self.commits += 1
+            done = deferToThreadPool(self._clock, self._clock.getThreadPool(), self._conn.execute, "COMMIT")
+            done.addBoth(self._committed, waiters, t0)
+            return
+        t0 = time.perf_counter()
+        try:
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._commit_failed(exc, waiters)
+            raise StoreError(f"commit failed: {exc}") from exc
+        self._commit_done(waiters, t0)
+
+    def _commit_done(self, waiters: list[Deferred[None]], t0: float) -> None:
+        self.commit_seconds += time.perf_counter() - t0
+        self.commits += 1
         for d in waiters:
             d.callback(None)
+
+    def _commit_failed(self, exc: BaseException, waiters: list[Deferred[None]]) -> None:
+        log.critical("store.commit_failed", error=str(exc))
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.rollback()
+        for d in waiters:
+            d.errback(StoreError(f"commit failed: {exc}"))
+
+    def _committed(self, result: object, waiters: list[Deferred[None]], t0: float) -> None:
+        """Back on the reactor thread after a threaded COMMIT: answer, then run what waited."""
+        self._committing = False
+        if isinstance(result, Failure):
+            self._commit_failed(result.value, waiters)
+        else:
+            self._commit_done(waiters, t0)
+        queued, self._queued = self._queued, []
+        for (call,) in queued:
+            call()
+        if not self._committing:
+            nxt, self._next_waiters = self._next_waiters, []
+            for d in nxt:
+                if self._conn.in_transaction:
+                    self._waiters.append(d)
+                    self._arm()
+                else:
+                    d.callback(None)
 
     # -- WAL checkpoints -----------------------------------------------------------
 
@@ -223,17 +300,35 @@ class SqliteExecutor:
             return succeed(None)
         if self._checkpoint_timer is not None and self._checkpoint_timer.active():
             self._checkpoint_timer.cancel()
-        d = self.flush()
-        self.closed = True
-        self.db.close()
-        if self._checkpoint_conn is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._checkpoint_conn.close()
-        return d
+
+        def shut(result: object) -> object:
+            self.closed = True
+            self.db.close()
+            if self._checkpoint_conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._checkpoint_conn.close()
+            if self.lock is not None:
+                self.lock.close()
+            return result
+        return self.flush().addBoth(shut)
 
 
 def open_sqlite(path: Path | str, *, clock: Any, commit_interval_s: float = 0.005,
-                synchronous: str = "FULL", node: str = "",
+                synchronous: str = "FULL", commit_thread: bool = False,
+                exclusive: bool = False, node: str = "",
                 failover_s: float = 10.0) -> tuple[SqlStore, SqliteExecutor]:
-    executor = SqliteExecutor(path, clock=clock, commit_interval_s=commit_interval_s, synchronous=synchronous)
+    """``exclusive``: hold the one-process lock for the store's life (StoreInUseError if held)."""
+    lock = None
+    if exclusive:
+        lock = lock_sqlite_store(path)
+        if lock is None:
+            raise StoreInUseError(f"store {path} is in use by another smpp-bridge process")
+    try:
+        executor = SqliteExecutor(path, clock=clock, commit_interval_s=commit_interval_s,
+                                  synchronous=synchronous, commit_thread=commit_thread)
+    except BaseException:
+        if lock is not None:
+            lock.close()
+        raise
+    executor.lock = lock
     return SqlStore(executor, node, failover_s), executor

@@ -168,6 +168,12 @@ class TestThreeNodes:
         health = cluster.health("node-b")
         assert health["node"] == "node-b" and health["cluster"]["leader"] == "node-a"
         assert health["cluster"]["live"] == ["node-a", "node-b", "node-c"] and health["cluster"]["slots"] == total
+        # Reports: each pushed once, by one member, whichever members took the message and its receipt.
+        ids = [node.send(_numbers(7 + k, 10))["result"] for k, node in enumerate(cluster.nodes.values())]
+        ids = [r["smsMsgId"] for rows in ids for r in rows]
+        wait_for(lambda: all(receiver.reports_for(m) for m in ids), what="every report")
+        pushes = Counter(p.body["smsMsgId"] for p in receiver.pushes if p.path == "/reports")
+        assert all(pushes[m] == 1 for m in ids), pushes
         # Long replies: the simulator spreads their parts over the three members' binds; each
         # still reaches the uplink receiver once, whole.
         text = "您好，请问这个订单什么时候发货？" * 9

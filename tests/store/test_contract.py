@@ -54,6 +54,12 @@ class TestMessages:
         assert [d.state for d in r(store.messages.segment_details("m1"))] == ["dispatched", "dispatched"]
         assert r(store.messages.get("nope")) is None
 
+    def test_statements_are_counted(self, store: Store) -> None:
+        """One message row and its two segment rows: three statements (the work per message, in /metrics)."""
+        before = store.statements
+        r(store.messages.insert([_msg("a", segments=2)]))
+        assert store.statements - before == 3
+
     def test_take_queued_oldest_first_per_carrier_and_limited(self, store: Store) -> None:
         """A take claims the oldest queued segments of one carrier, at most ``limit``."""
         r(store.messages.insert([_msg("a", segments=3), _msg("b", carrier="cucc"), _msg("c")]))
@@ -99,9 +105,12 @@ class TestMessages:
         assert [(s.seq, s.state, s.status) for s in last.segments] == [(1, "final", "DELIVRD"), (2, "final", "UNDELIV")]
         assert list(last.segments) == r(store.messages.segments_of("a"))
         assert r(store.messages.unfinished_with_final_segments()) == ["a"]
-        msg = r(store.messages.finalise_message("a", "UNDELIV", "UNDELIV/1", 2, T0 + 1, lambda m: f'{{"id":"{m.id}"}}'))
+        done = r(store.messages.finalise_message("a", "UNDELIV", "UNDELIV/1", 2, T0 + 1, lambda m: f'{{"id":"{m.id}"}}'))
+        msg = done.message
         assert msg.state == "final" and msg.status == "UNDELIV" and msg.final_at == T0 + 1
         assert r(store.outbox.report_copy("a")).payload == '{"id":"a"}'
+        # The queued report comes back as the row the pusher would fetch.
+        assert done.report == r(store.outbox.due(T0 + 1, 10))[0]
         assert r(store.messages.finalise_message("a", "DELIVRD", "", 1, T0 + 2)) is None
         assert r(store.messages.unfinished_with_final_segments()) == []
 
@@ -169,6 +178,8 @@ class TestOutbox:
         assert dead.id == second.id and dead.last_error == "gave up" and dead.attempts == 2
         counts = {(c.kind, c.state): c.count for c in r(store.outbox.counts())}
         assert counts == {("report", "acked"): 1, ("report", "dead"): 1, ("report", "pending"): 1}
+        open_counts = {(c.kind, c.state): c.count for c in r(store.outbox.open_counts())}
+        assert open_counts == {("report", "dead"): 1, ("report", "pending"): 1}     # acked rows: never read
         states = {c.state: c.count for c in r(store.outbox.states_of(ids))}
         assert states == {PushState.ACKED: 1, PushState.DEAD: 1, PushState.PENDING: 1}
         assert r(store.outbox.revive(second.id, T0 + 8)) is True

@@ -1,11 +1,15 @@
-"""What only the embedded backend has: the one-process lock and a bounded WAL."""
+"""What only the embedded backend has: the one-process lock, a bounded WAL, the commit thread."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 
 from bridge.models import NewMessage, NewSegment
 from bridge.store import result_of
@@ -55,3 +59,94 @@ class TestWal:
         result_of(store.flush())
         assert wal.stat().st_size <= WAL_SIZE_LIMIT
         result_of(store.close())
+
+
+class ManualPool:
+    """A thread pool that runs its work only when the test says so (in the test's thread)."""
+
+    def __init__(self) -> None:
+        self.work: list[tuple[Callable[[bool, object], None], Callable[..., object], tuple[object, ...]]] = []
+
+    def callInThreadWithCallback(self, on_result: Callable[[bool, object], None],  # noqa: N802 (Twisted API)
+                                 fn: Callable[..., object], *args: object) -> None:
+        self.work.append((on_result, fn, args))
+
+    def run(self) -> None:
+        work, self.work = self.work, []
+        for on_result, fn, args in work:
+            try:
+                result = fn(*args)
+            except Exception:  # noqa: BLE001 (handed back like the real pool does)
+                on_result(False, Failure())
+            else:
+                on_result(True, result)
+
+
+class ThreadedClock(Clock):
+    """A Clock with the two reactor methods a threaded commit uses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool = ManualPool()
+
+    def getThreadPool(self) -> ManualPool:  # noqa: N802 (IReactorThreads)
+        return self.pool
+
+    def callFromThread(self, fn: Callable[..., object], *args: object) -> None:  # noqa: N802
+        fn(*args)
+
+
+def _fired(d: Deferred[object]) -> list[object]:
+    box: list[object] = []
+    d.addBoth(box.append)
+    return box
+
+
+class TestCommitThread:
+    """The daemon's COMMIT runs on a worker thread; store calls made meanwhile wait, in order."""
+
+    def open(self, tmp_path: Path) -> tuple[ThreadedClock, Any]:
+        clock = ThreadedClock()
+        store, _ = open_sqlite(tmp_path / "s.db", clock=clock, commit_interval_s=0.005, commit_thread=True)
+        return clock, store
+
+    def test_calls_during_a_commit_wait_for_it_and_keep_their_order(self, tmp_path: Path) -> None:
+        clock, store = self.open(tmp_path)
+        result_of(store.blacklist.add("1069", "+8613800000001", 1.0, None))
+        first = _fired(store.durable())
+        clock.advance(0.005)                              # the group commit starts on the pool
+        assert len(clock.pool.work) == 1 and first == []
+        order: list[str] = []
+        added = store.blacklist.add("1069", "+8613800000002", 2.0, None)
+        added.addCallback(lambda _: order.append("write"))
+        listed = store.blacklist.listed("1069", ["+8613800000001", "+8613800000002"])
+        listed.addCallback(lambda got: order.append(f"read {sorted(got)}"))
+        second = _fired(store.durable())                  # asked while the COMMIT runs
+        assert order == [] and second == []
+        clock.pool.run()                                  # COMMIT done: waiters, then the queue
+        assert first == [None]
+        assert order == ["write", "read ['+8613800000001', '+8613800000002']"]
+        assert second == []                               # the queued write needs the next commit
+        clock.advance(0.005)
+        clock.pool.run()
+        assert second == [None]
+        result_of(store.close())
+
+    def test_durable_during_a_commit_with_nothing_after_it_fires_with_that_commit(self, tmp_path: Path) -> None:
+        clock, store = self.open(tmp_path)
+        result_of(store.blacklist.add("1069", "+8613800000001", 1.0, None))
+        clock.advance(0.005)
+        waiting = _fired(store.durable())
+        clock.pool.run()
+        assert waiting == [None] and clock.pool.work == []
+
+    def test_close_waits_for_the_commit_in_progress(self, tmp_path: Path) -> None:
+        clock, store = self.open(tmp_path)
+        result_of(store.blacklist.add("1069", "+8613800000001", 1.0, None))
+        closed = _fired(store.close())
+        assert closed == []
+        clock.pool.run()
+        assert closed == [None]
+        reopened, _ = open_sqlite(tmp_path / "s.db", clock=Clock(), commit_interval_s=0)
+        assert result_of(reopened.blacklist.listed("1069", ["+8613800000001"])) == {"+8613800000001"}
+        result_of(reopened.close())

@@ -90,3 +90,12 @@ def test_percentile_is_nearest_rank() -> None:
     assert bench.percentile(values, 0.5) == 50.0
     assert bench.percentile(values, 0.99) == 99.0
     assert bench.percentile([3.0], 0.99) == 3.0
+
+
+@pytest.mark.timeout(300)
+def test_tiny_retention_run_prunes_the_old_records(tmp_path: Path) -> None:
+    results = _run(tmp_path, "--mode", "retention")
+    assert results["complete"] is True
+    assert results["prunable"] == 500
+    assert results["latency"]["matched"] == 100
+    assert results["all_pruned_after_s"] > 0                  # waited for the pruner to finish them

@@ -112,3 +112,15 @@ strings = st.recursive(st.none() | st.text().filter(lambda s: not any(0xD800 <= 
 def test_dumps_strings_agrees_with_json(value: Any) -> None:
     expected = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     assert jsonfast.dumps_strings(value) == expected
+
+
+flat_values = st.one_of(st.text(), st.integers(), st.integers(min_value=2**64, max_value=2**80), st.none())
+
+
+@given(st.dictionaries(st.text(), flat_values, max_size=12))
+@example({"extend": "\ud800"})        # a lone surrogate: orjson refuses, json writes it
+@example({"n": 2**70})                # beyond 64 bits: orjson refuses, json writes it
+@settings(max_examples=300)
+def test_dumps_flat_agrees_with_json(value: dict[str, Any]) -> None:
+    """A status report's payload is written exactly as json.dumps would write it."""
+    assert jsonfast.dumps_flat(value) == json.dumps(value, ensure_ascii=False, separators=(",", ":"))

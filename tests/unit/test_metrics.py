@@ -6,7 +6,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.ids import new_message_id
 from bridge.latency import SUBMITTED_MEMORY, Latencies, accepted_at, snapshot
-from bridge.metrics import MetricsSources, render_metrics
+from bridge.metrics import MetricsSources, StoreWork, render_metrics
 from bridge.smpp.queue import QueueEntry
 from bridge.smpp.session import SubmitAnswer
 from bridge.smpp.types import BindStatus, OutboundSegment
@@ -30,7 +30,7 @@ def _bind(carrier: str, bind_id: str, throttled: int, errors: int) -> BindStatus
 def _sources(binds: list[BindStatus]) -> MetricsSources:
     return MetricsSources(
         accepted=lambda: 3, submitted=lambda: 3, submit_failed=lambda: 0, finalised=dict, receipts=dict,
-        mo=lambda: 0, pushes=dict, binds=lambda: binds, store_commits=lambda: (1, 0.01), backlog=dict)
+        mo=lambda: 0, pushes=dict, binds=lambda: binds, store_work=lambda: StoreWork(1, 0.01, 7), backlog=dict)
 
 
 class TestLatencies:
@@ -90,3 +90,9 @@ class TestPerCarrier:
         assert s[("smpp_bridge_carrier_errors_total", (("carrier", "cmcc"),))] == 1
         assert s[("smpp_bridge_carrier_errors_total", (("carrier", "cbn"),))] == 4
         assert s[("smpp_bridge_carrier_throttled_total", (("carrier", "cbn"),))] == 0
+
+
+def test_store_work_is_exported() -> None:
+    s = _samples(render_metrics(_sources([]), Latencies())())
+    assert s[("smpp_bridge_store_commits_total", ())] == 1
+    assert s[("smpp_bridge_store_statements_total", ())] == 7

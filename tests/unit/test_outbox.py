@@ -452,6 +452,68 @@ class TestBounds:
         assert len(receiver.received) == 1
 
 
+class TestOffer:
+    """Rows this process queued reach the pusher from memory once committed (no store fetch)."""
+
+    @staticmethod
+    def offer_new(store: Store, clock: Clock, pusher: Pusher, n: int, prefix: str = "o") -> list[str]:
+        refs = queue(store, clock, n, prefix=prefix)
+        for item in result_of(store.outbox.due(float("inf"), 10_000)):
+            if item.ref_id in refs:
+                pusher.offer(item)
+        return refs
+
+    def test_offered_row_is_pushed_without_a_wake(self, clock: Clock, store: Store) -> None:
+        receiver = Receiver(clock)
+        pusher, stub = make(store, clock, receiver)
+        pusher.start()
+        settle(clock, stub)
+        refs = self.offer_new(store, clock, pusher, 2)
+        settle(clock, stub)
+        assert sorted(receiver.refs()) == refs
+        assert counts(store) == {"report:acked": 2}
+
+    def test_offered_row_waits_for_its_commit(self, clock: Clock, group_commit_store: Store) -> None:
+        """SQLite: an offer is pushed only after the commit that queued it."""
+        store = group_commit_store
+        receiver = Receiver(clock)
+        pusher, stub = make(store, clock, receiver)
+        pusher.start()
+        settle(clock, stub)
+        self.offer_new(store, clock, pusher, 1)
+        settle(clock, stub)
+        assert receiver.received == []
+        clock.advance(0.005)
+        settle(clock, stub)
+        assert len(receiver.received) == 1
+
+    def test_offered_and_fetched_rows_are_pushed_once(self, clock: Clock, store: Store) -> None:
+        receiver = Receiver(clock)
+        pusher, stub = make(store, clock, receiver)
+        pusher.start()
+        settle(clock, stub)
+        refs = self.offer_new(store, clock, pusher, 6)
+        pusher.wake()                      # a fetch in the same tick must not take them too
+        for _ in range(5):
+            settle(clock, stub)
+        assert sorted(receiver.refs()) == refs and set(receiver.refs().values()) == {1}
+
+    def test_rows_left_behind_by_a_full_lane_drain_without_waiting_for_a_timer(
+            self, clock: Clock, store: Store) -> None:
+        """A fast receiver's overflow stays in the store and is fetched as its lane runs low."""
+        cfg = CallbackConfig(concurrency=2, receiver_concurrency=2, backoff_initial_s=30.0)
+        receiver = Receiver(clock)
+        pusher, stub = make(store, clock, receiver, cfg)
+        pusher.start()
+        self.offer_new(store, clock, pusher, 1, prefix="first")   # learns the receiver's latency
+        settle(clock, stub)
+        refs = self.offer_new(store, clock, pusher, 40)            # far more than the lane holds
+        for _ in range(40):
+            settle(clock, stub)                                    # no clock time passes
+        assert sorted(r for r in receiver.refs() if r.startswith("o")) == sorted(refs)
+        assert counts(store) == {"report:acked": 41}
+
+
 class TestLifecycle:
     def test_restart_pushes_pending(self, clock: Clock, opener: Opener) -> None:
         """A new Pusher on the same store pushes what the old run left pending."""
