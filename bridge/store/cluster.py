@@ -82,6 +82,7 @@ class SqlCluster:
         rows = [(c, s, node) for c, s in slots]
 
         def op(tx: Tx) -> None:
+            _slots(tx)   # row locks in the heartbeat's order, so a release and a beat cannot deadlock
             tx.many("UPDATE bind_slots SET node = NULL, lease_until = 0"
                     " WHERE carrier = ? AND slot = ? AND node = ?", rows)
         return self._ex.write(op)
@@ -89,6 +90,7 @@ class SqlCluster:
     def leave(self, node: str) -> Deferred[None]:
         """A graceful stop: every slot and push claim released, the member gone from the live list."""
         def op(tx: Tx) -> None:
+            _slots(tx)   # row locks in the heartbeat's order
             tx.run("UPDATE bind_slots SET node = NULL, lease_until = 0 WHERE node = ?", (node,))
             tx.run("UPDATE outbox SET claimed_by = NULL WHERE claimed_by = ? AND state = 'pending'", (node,))
             tx.run("DELETE FROM nodes WHERE name = ?", (node,))

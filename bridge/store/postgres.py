@@ -133,7 +133,8 @@ class PostgresExecutor:
     shared = True    # any number of instances: a cluster
 
     def __init__(self, url: str, *, reactor: Any = None, inline: bool = False,
-                 connect_timeout_s: float = 10.0, daemon: bool = False) -> None:
+                 connect_timeout_s: float = 10.0, daemon: bool = False,
+                 thread_name: str = "smpp-bridge-db") -> None:
         self._url = url
         self._daemon = daemon
         self.description = redact_url(url)
@@ -154,7 +155,7 @@ class PostgresExecutor:
         if applied:
             log.info("store.migrated", backend="postgresql", migrations=applied)
         if not self._inline:
-            self._pool = ThreadPool(minthreads=1, maxthreads=1, name="smpp-bridge-db")
+            self._pool = ThreadPool(minthreads=1, maxthreads=1, name=thread_name)
             self._pool.start()
 
     def _connection(self) -> psycopg.Connection[Any]:
@@ -294,5 +295,10 @@ def _nothing(tx: Tx) -> None:
 def open_postgres(url: str, *, reactor: Any = None, inline: bool = False,
                   daemon: bool = False, node: str = "",
                   failover_s: float = 10.0) -> tuple[SqlStore, PostgresExecutor]:
+    """A cluster member (``node``) gets a second connection and thread for membership:
+    its heartbeats never wait behind a batch of pipeline work, and never share a
+    transaction (and so a lock-order deadlock) with it."""
     executor = PostgresExecutor(url, reactor=reactor, inline=inline, daemon=daemon)
-    return SqlStore(executor, node, failover_s), executor
+    cluster = PostgresExecutor(url, reactor=reactor, inline=inline, thread_name="smpp-bridge-cluster") \
+        if node else None
+    return SqlStore(executor, node, failover_s, cluster_executor=cluster), executor

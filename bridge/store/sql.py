@@ -727,15 +727,18 @@ class SqlBlacklist:
 class SqlStore:
     """The five concerns, and cluster membership, over one executor: what both backends hand out."""
 
-    def __init__(self, executor: Executor, node: str = "", failover_s: float = 10.0) -> None:
+    def __init__(self, executor: Executor, node: str = "", failover_s: float = 10.0,
+                 cluster_executor: Executor | None = None) -> None:
+        """``cluster_executor``: where membership runs, if not on ``executor`` (its own connection)."""
         self._ex = executor
+        self._cluster_ex = cluster_executor
         self.node = node
         self.messages = SqlMessages(executor, node)
         self.receipts = SqlReceipts(executor)
         self.outbox = SqlOutbox(executor, node, failover_s)
         self.mo = SqlMo(executor)
         self.blacklist = SqlBlacklist(executor)
-        self.cluster = SqlCluster(executor)
+        self.cluster = SqlCluster(cluster_executor or executor)
 
     @property
     def description(self) -> str:
@@ -760,4 +763,7 @@ class SqlStore:
         return self._ex.flush()
 
     def close(self) -> Deferred[None]:
-        return self._ex.close()
+        if self._cluster_ex is None:
+            return self._ex.close()
+        cluster = self._cluster_ex
+        return self._ex.close().addBoth(lambda result: cluster.close().addCallback(lambda _: result))
