@@ -137,7 +137,8 @@ class Chaos:
         self.sim = start_sim(self.cfg)
         base = write_bridge_config(self.cfg, self.sim.ready["ports"], self.receiver)
         for name in self.names:
-            self.configs[name] = self._member_config(base, name) if self.args.cluster else base
+            # Named members (also the one daemon on PostgreSQL): a restart takes its work back at once.
+            self.configs[name] = self._member_config(base, name) if self.args.store_url else base
         for name in self.names:
             self.members[name] = self._start_member(name, wait_bound=not self.args.cluster)
         if self.args.cluster:

@@ -108,7 +108,7 @@ class BridgeOptions:
     sim_carrier_extra: dict[str, str] = field(default_factory=dict)   # lines for [sim.carriers.<id>]
     carrier_extra: dict[str, str] = field(default_factory=dict)       # lines for [carriers.<id>]
     store_url: str | None = None   # PostgreSQL instead of the embedded SQLite file
-    node: str | None = None        # [cluster] node
+    node: str | None = "e2e"       # [cluster] node: stable, so a restarted daemon takes its own work back at once
     failover_s: float = 10.0       # [cluster] failover_s
     binds: dict[str, int] = field(default_factory=dict)                # bind count per carrier (default 1)
     run_args: tuple[str, ...] = ()                                     # e.g. ("--workers", "2")
