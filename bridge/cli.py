@@ -46,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the daemon")
     run.add_argument("--config", type=Path, default=None,
                      help=f"TOML config (default: {DEFAULT_CONFIG_PATH.relative_to(DEFAULT_CONFIG_PATH.parents[1])})")
+    run.add_argument("--workers", type=int, default=None, metavar="N",
+                     help="run N cluster members behind one API port, restarting any that dies (PostgreSQL only)")
+    # Set by the --workers supervisor for each worker it starts.
+    run.add_argument("--node", default=None, help=argparse.SUPPRESS)
+    run.add_argument("--shared-port", type=int, default=None, help=argparse.SUPPRESS)
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("--config", type=Path, default=None)
     db = sub.add_parser("db", help="store maintenance")
@@ -79,8 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "db":
         return _migrate(config)
     if args.command == "run":
+        if args.workers is not None:
+            from bridge.cluster.workers import run_workers
+            return run_workers(config, args.workers)
         from bridge.daemon import run_daemon
-        return run_daemon(config)
+        return run_daemon(config, node=args.node, shared_port=args.shared_port)
     from bridge.logs import configure_logging
     from bridge.tools_cli import run_tool
 

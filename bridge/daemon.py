@@ -4,6 +4,10 @@ The only module (with the CLI) that imports the global reactor. On start it resu
 from the store: dispatched-but-unanswered segments are resent, pending pushes go out.
 On SIGTERM/SIGINT: intake answers 503, in-flight submits drain (bounded), binds
 unbind, the store is flushed.
+
+Every instance is a cluster member (:mod:`bridge.cluster`): it opens the binds whose
+slots it holds, and runs the once-per-cluster jobs (expiry, held release, MO expiry,
+pruning) only while it leads. On SQLite the one process is the whole cluster.
 """
 
 from __future__ import annotations
@@ -21,6 +25,11 @@ from twisted.internet.error import ReactorNotRunning
 from twisted.internet.task import LoopingCall
 
 from bridge.api import ApiState, build_site, capped
+from bridge.cluster.binds import SlotKeeper
+from bridge.cluster.membership import Membership
+from bridge.cluster.status import ClusterStatus, binds_json
+from bridge.cluster.timing import ClusterTiming, node_name
+from bridge.cluster.workers import die_with_parent, listen_shared
 from bridge.config import BridgeConfig, CarrierConfig
 from bridge.dispatcher import Dispatcher
 from bridge.finaliser import Finaliser
@@ -42,6 +51,7 @@ from bridge.smpp.codec import Pdu
 from bridge.smpp.config import BindConfig
 from bridge.smpp.link import CarrierLink
 from bridge.store import open_store
+from bridge.store.records import ClusterView
 from bridge.webhooks import WebhookKeys
 from carriers.profiles import load_profiles
 
@@ -69,9 +79,13 @@ def bind_configs(carrier: CarrierConfig, host: str, port: int) -> list[BindConfi
 class Daemon:
     """Every long-lived component of a running bridge."""
 
-    def __init__(self, config: BridgeConfig, reactor: Any) -> None:
+    def __init__(self, config: BridgeConfig, reactor: Any, *, node: str | None = None,
+                 shared_port: int | None = None) -> None:
+        """``shared_port``: a ``--workers`` worker listens there with its siblings (SO_REUSEPORT)."""
         self.config = config
         self.reactor = reactor
+        self.node = node or node_name(config.cluster)
+        self._shared_port = shared_port
         self.simulator: Any = None
         self.api_port: Any = None
         self._timers: list[LoopingCall] = []
@@ -86,7 +100,8 @@ class Daemon:
     async def _start(self) -> dict[str, Any]:
         cfg, reactor = self.config, self.reactor
         now = reactor.seconds
-        self.store = store = open_store(cfg.store, reactor=reactor, daemon=True)
+        self.store = store = open_store(cfg.store, reactor=reactor, daemon=True, node=self.node,
+                                        failover_s=cfg.cluster.failover_s)
         targets = {cid: (c.host, c.port) for cid, c in cfg.carriers.items()}
         if cfg.simulator.embedded:
             targets = self._start_simulator()
@@ -101,18 +116,29 @@ class Daemon:
                                      reactor=reactor, now=now)
         self.mo = MoHandler(cfg, store, now=now, on_push=self._wake_pusher)
         self.inbound = InboundHandler(store, self.matcher, self.mo)
+        links: dict[str, CarrierLink] = {}
         for cid, carrier in cfg.carriers.items():
             if not carrier.enabled:
                 continue
             host, port = targets[cid]
-            link = CarrierLink(cid, bind_configs(carrier, host, port), reactor=reactor,
-                               on_outcomes=self.dispatcher.on_outcomes, on_deliver=self._on_deliver)
+            links[cid] = link = CarrierLink(cid, bind_configs(carrier, host, port), reactor=reactor, leased=True,
+                                            on_outcomes=self.dispatcher.on_outcomes, on_deliver=self._on_deliver)
             self.dispatcher.add_link(cid, link)
+        timing = ClusterTiming(cfg.cluster.failover_s)
+        self.slots = SlotKeeper(self.node, links, timing, clock=reactor, release=self._release_slots,
+                                requeue=self.dispatcher.requeue_unfinished)
+        self.cluster_status = ClusterStatus(store.cluster, self.node, own_binds=self.dispatcher.bind_status,
+                                            live_after=lambda: self.membership.live_after())
+        self.membership = Membership(store.cluster, self.node, timing,
+                                     {cid: len(link.binds) for cid, link in links.items()},
+                                     clock=reactor, api=self._api_address,
+                                     binds=lambda: binds_json(self.dispatcher.bind_status()),
+                                     on_view=self._cluster_seen)
         self.intake = IntakeService(cfg, store, self.router, self.finaliser, clock_now=now)
         self.gauges = StoreGauges(store)
         self.pruner = Pruner(store, cfg.store.retention_days, clock=reactor, now=now)
         self.api_state = ApiState(
-            binds=self.dispatcher.bind_status, health=self._health, after_accept=self._after_accept,
+            binds=self.cluster_status.binds, health=self._health, after_accept=self._after_accept,
             metrics=render_metrics(self._metric_sources()),
             openapi=lambda: openapi_document(cfg),
             finalised=lambda: dict(self.finaliser.finalised), gauges=lambda: self.gauges,
@@ -124,20 +150,31 @@ class Daemon:
             log.info("held.rescheduled", messages=moved)
         await self.mo.start()
         await self.finaliser.repair()
-        await self.dispatcher.start()
+        await self.membership.join()
+        # What this member dispatched in a previous run, or members now dead did: resent, flagged.
+        resent = await store.cluster.requeue_orphans(self.membership.live_after(), own=self.node)
+        if resent:
+            log.warning("dispatch.resend_after_restart", segments=resent)
+        await self.dispatcher.start(resend_dispatched=False)
         await store.durable()
+        self.membership.startService()
         site = build_site(cfg, store, self.intake, self.api_state)
-        self.api_port = reactor.listenTCP(cfg.api.port, capped(site, cfg), interface=cfg.api.host)
+        if self._shared_port is not None:
+            self.api_port = listen_shared(reactor, capped(site, cfg), cfg.api.host, self._shared_port)
+        else:
+            self.api_port = reactor.listenTCP(cfg.api.port, capped(site, cfg), interface=cfg.api.host)
         self.pusher.start()
         self.gauges.start(reactor)
-        self.pruner.start()
-        self._every(self.finaliser.expire_overdue, min(60.0, max(0.05, cfg.rules.receipt_timeout_s / 10)))
-        self._every(self._release_held, 1.0)
+        lead = self._when_leading
+        self._every(lead(self.pruner.prune_once), 10.0)
+        self._every(lead(self._requeue_dead), timing.heartbeat_s)
+        self._every(lead(self.finaliser.expire_overdue), min(60.0, max(0.05, cfg.rules.receipt_timeout_s / 10)))
+        self._every(lead(self._release_held), 1.0)
         self._every(self.matcher.sweep, 1.0)
         self._every(self.pusher.wake, 1.0)   # picks up pushes queued by operator tools
-        self._every(self.mo.expire_stale, min(30.0, max(0.05, cfg.rules.mo_reassembly_ttl_s / 10)))
+        self._every(lead(self.mo.expire_stale), min(30.0, max(0.05, cfg.rules.mo_reassembly_ttl_s / 10)))
         ready = {"event": "ready", "api": self.api_port.getHost().port, "db": store.description,
-                 "backend": cfg.store.backend}
+                 "backend": cfg.store.backend, "node": self.node}
         if self.simulator is not None:
             ready["sim"] = dict(self.simulator.ports)
             ready["control"] = self.simulator.control_port
@@ -175,6 +212,34 @@ class Daemon:
 
     # -- periodic work ------------------------------------------------------------------
 
+    def _when_leading(self, fn: Any) -> Any:
+        """``fn`` as a once-per-cluster job: it runs only on the member that leads now."""
+        def job() -> Any:
+            return fn() if self.membership.is_leader else None
+        job.__name__ = getattr(fn, "__name__", "job")
+        return job
+
+    def _requeue_dead(self) -> Deferred[None]:
+        """The leader resends what dead members had dispatched and left unanswered."""
+        def requeued(count: int) -> None:
+            if count:
+                log.warning("cluster.requeued_dead_members_segments", segments=count)
+                self.dispatcher.kick()
+        return self.store.cluster.requeue_orphans(self.membership.live_after()).addCallback(requeued)
+
+    def _release_slots(self, slots: Any) -> Deferred[None]:
+        return self.store.cluster.release(self.node, slots)
+
+    def _api_address(self) -> str:
+        if self.api_port is None:
+            return ""
+        host = self.api_port.getHost()
+        return f"{host.host}:{host.port}"
+
+    def _cluster_seen(self, view: ClusterView) -> None:
+        self.slots.apply(view)
+        self.cluster_status.seen(view)
+
     def _release_held(self) -> Deferred[None]:
         def released(ids: list[str]) -> None:
             if ids:
@@ -193,7 +258,7 @@ class Daemon:
     def _health(self) -> dict[str, Any]:
         binds = self.dispatcher.bind_status()
         bound = sum(1 for b in binds if b.state.lower().startswith("bound"))
-        return {"binds": len(binds), "bound": bound}
+        return {"binds": len(binds), "bound": bound, **self.cluster_status.health()}
 
     def _metric_sources(self) -> MetricsSources:
         return MetricsSources(
@@ -219,9 +284,12 @@ class Daemon:
             if loop.running:
                 loop.stop()
         self.gauges.stop()
-        self.pruner.stop()
+        self.slots.stop()
+        self.membership.stop_claiming()   # still renewing: the binds close before the leases go
         d = self.dispatcher.stop(DRAIN_TIMEOUT_S)
+        d.addBoth(lambda _: self.slots.closed())
         d.addBoth(lambda _: self.pusher.stop())
+        d.addBoth(lambda _: self.membership.stopService())   # after the pushes: it releases their claims
         d.addBoth(lambda _: self.api_port.stopListening() if self.api_port else None)
         d.addBoth(lambda _: self.simulator.stop() if self.simulator is not None else succeed(None))
         d.addBoth(lambda _: self.store.close())
@@ -229,11 +297,15 @@ class Daemon:
         return d
 
 
-def run_daemon(config: BridgeConfig) -> int:
+def run_daemon(config: BridgeConfig, *, node: str | None = None, shared_port: int | None = None) -> int:
     configure_logging(config.logging.level, config.logging.format, config.logging.redact, channels=config.channels)
     from twisted.internet import reactor
 
-    daemon = Daemon(config, reactor)
+    if shared_port is not None:   # a --workers worker: it must not outlive its supervisor
+        die_with_parent()
+    daemon = Daemon(config, reactor, node=node, shared_port=shared_port)
+    if node or config.cluster.node:   # a named member: every line says which (set once, process-wide)
+        structlog.contextvars.bind_contextvars(node=daemon.node)
     exit_code = [0]
 
     def started(ready: dict[str, Any]) -> None:

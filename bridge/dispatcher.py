@@ -92,13 +92,17 @@ class Dispatcher:
 
         def requeue(reports: list[StopReport]) -> Deferred[None]:
             for rep in reports:
-                maybe = set(rep.maybe_sent)
-                self._store.messages.requeue([s for s in rep.unfinished if s in maybe], possible_duplicate=True)
-                self._store.messages.requeue([s for s in rep.unfinished if s not in maybe],
-                                             possible_duplicate=False)
+                self.requeue_unfinished(rep)
             return self._store.durable()
 
         return gatherResults(ds, consumeErrors=True).addCallback(requeue)
+
+    def requeue_unfinished(self, report: StopReport) -> None:
+        """Segments a link will not send (it stopped, or lost its last bind) go back to the queue."""
+        maybe = set(report.maybe_sent)
+        self._store.messages.requeue([s for s in report.unfinished if s in maybe], possible_duplicate=True)
+        self._store.messages.requeue([s for s in report.unfinished if s not in maybe], possible_duplicate=False)
+        self.kick()
 
     def _tick(self) -> None:
         """Safety net: feed periodically even if nobody kicked (e.g. after a reconnect)."""

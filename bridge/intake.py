@@ -7,14 +7,15 @@ message; pre-send rules (routing, blacklist, frequency) may make it final at onc
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import Deferred, gatherResults
 
 from bridge import jsonfast
 from bridge.config import AppConfig, BridgeConfig
@@ -26,7 +27,7 @@ from bridge.numbers import InvalidNumberError, normalise_number
 from bridge.routing import Router, RoutingError
 from bridge.rules import FrequencyLimiter, SendingWindow, Verdict
 from bridge.store import Store
-from bridge.store.records import RecentSend
+from bridge.store.records import AdmissionFacts, AdmissionQuery, RecentSend
 from bridge.template import Template, TemplateParamError, parse_template
 from bridge.urlpolicy import check_push_url
 
@@ -94,30 +95,19 @@ class _Request:
     extend: str
 
 
-class _RecipientGate:
-    """Serialises requests per recipient between reading its history and queueing its insert.
+@dataclass(frozen=True, slots=True)
+class _Draft:
+    """One recipient's message as far as it can be decided without the store.
 
-    Without it two concurrent requests to one number could both pass a frequency limit
-    on a backend whose reads answer later; requests to other numbers never wait.
+    ``message`` is None for a repeated recipient. ``verdict`` is already known (no route);
+    ``late_verdict`` applies only if the store's rules let the message through (a carrier
+    that is not configured). Otherwise ``message`` is ready to send, segments encoded.
     """
 
-    def __init__(self) -> None:
-        self._busy: dict[str, Deferred[None]] = {}
-
-    def enter(self, keys: Sequence[str]) -> Deferred[Callable[[], None]]:
-        waits = list({id(d): d for d in (self._busy[k] for k in keys if k in self._busy)}.values())
-        mine: Deferred[None] = Deferred()
-        for k in keys:
-            self._busy[k] = mine
-
-        def release() -> None:
-            for k in keys:
-                if self._busy.get(k) is mine:
-                    del self._busy[k]
-            mine.callback(None)
-        if not waits:
-            return succeed(release)
-        return gatherResults(waits).addCallback(lambda _: release)
+    number: str
+    message: NewMessage | None
+    verdict: Verdict | None = None
+    late_verdict: Verdict | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +140,6 @@ class IntakeService:
         self._finaliser = finaliser
         self._now = clock_now
         self._refs = refs or ConcatRefCounter(start=secrets.randbelow(256))
-        self._gate = _RecipientGate()
         self._limiter = FrequencyLimiter(config.rules.exempt_numbers,
                                          limit_international=config.rules.limit_international)
         self._window = SendingWindow(config.rules.quiet_start_min, config.rules.quiet_end_min,
@@ -185,20 +174,14 @@ class IntakeService:
         return Deferred.fromCoroutine(self._submit(request))
 
     async def _submit(self, req: _Request) -> Accepted:
-        numbers = list(dict.fromkeys(n for _, n in req.recipients))
-        release = await self._gate.enter(numbers)
-        try:
-            now = self._now()
-            blacklisted = await self._store.blacklist.listed(req.sender, numbers)
-            limited = [n for n in numbers if n not in blacklisted and self._limiter.applies_to(n)]
-            history = await self._store.messages.recent_sends(limited, now - 86_400) if limited else []
-            accepted = self._build(req, blacklisted, history, now)
-            stored = [self._store.messages.insert(accepted.messages)]
-            stored += [self._finaliser.message_final(mid, v.status, v.org_code, 0, now)
-                       for mid, v in accepted.finals]
-        finally:
-            release()
-        await gatherResults(stored, consumeErrors=True)
+        now = self._now()
+        rows, drafts = self._prepare(req, now)
+        numbers = tuple(d.number for d in drafts if d.message is not None)
+        query = AdmissionQuery(req.sender, numbers, tuple(n for n in numbers if self._limiter.applies_to(n)),
+                               now - 86_400)
+        accepted = await self._store.messages.admit(query, lambda facts: self._decide(rows, drafts, facts, now))
+        await gatherResults([self._finaliser.message_final(mid, v.status, v.org_code, 0, now)
+                             for mid, v in accepted.finals], consumeErrors=True)
         await self._store.durable()
         self.accepted += len(accepted.messages)
         return accepted
@@ -279,17 +262,13 @@ class IntakeService:
                 raise IntakeError("E200016", f"to[{i}]: {exc}") from None
         return out
 
-    def _build(self, req: _Request, blacklisted: set[str], history: Sequence[RecentSend],
-               now: float) -> Accepted:
+    def _prepare(self, req: _Request, now: float) -> tuple[tuple[ResultRow, ...], tuple[_Draft, ...]]:
+        """Answer rows and drafts: ids, routing, encoding; everything the store need not say."""
         app, sender, signature, klass = req.app, req.sender, req.signature, req.klass
         content, callback, extend = req.content, req.callback, req.extend
-        by_recipient: dict[str, list[RecentSend]] = {}
-        for h in history:
-            by_recipient.setdefault(h.recipient, []).append(h)
         created = iso_time(now)
         rows: list[ResultRow] = []
-        messages: list[NewMessage] = []
-        finals: list[tuple[str, Verdict]] = []
+        drafts: list[_Draft] = []
         seen: set[str] = set()
         release_at = None if klass == "otp" else self._window.release_at(now)
         for given, number in req.recipients:
@@ -300,6 +279,7 @@ class IntakeService:
             seen.add(number)
             rows.append(ResultRow(given, sender, mid, SUCCESS, created))
             verdict: Verdict | None = None
+            late: Verdict | None = None
             carrier = None
             mainland = number.startswith("+86")
             text = f"[{signature}]{content}" if mainland else content
@@ -309,14 +289,10 @@ class IntakeService:
                 carrier, mainland = route.carrier, route.mainland
             except RoutingError as exc:
                 verdict = Verdict("NOROUTE", "SC:NOROUTE", str(exc))
-            if verdict is None and number in blacklisted:
-                verdict = REJECTED_BLACKLIST
-            if verdict is None:
-                verdict = self._limiter.check(number, content_hash, now, by_recipient.get(number, ()))
             segments: tuple[NewSegment, ...] = ()
             if verdict is None and carrier is not None:
                 if carrier not in self._config.carriers:
-                    verdict = Verdict("NOROUTE", "SC:NOCARRIER", f"carrier {carrier} is not configured")
+                    late = Verdict("NOROUTE", "SC:NOCARRIER", f"carrier {carrier} is not configured")
                 else:
                     profile = self._config.carriers[carrier].profile
                     try:
@@ -326,19 +302,44 @@ class IntakeService:
                         raise IntakeError("E200023", f"body: {exc}") from None
                     segments = tuple(NewSegment(s.seq, s.total, s.short_message, s.data_coding, s.esm_class,
                                                 s.ref, s.sar) for s in encoded.segments)
-            state = MessageState.QUEUED
-            if verdict is None and release_at is not None:
-                state = MessageState.HELD
-            if verdict is not None:
-                finals.append((mid, verdict))
-            messages.append(NewMessage(
+            sendable = verdict is None and late is None
+            held = sendable and release_at is not None
+            drafts.append(_Draft(number, NewMessage(
                 id=mid, app_id=app.id, channel=sender, recipient=number, carrier=carrier, klass=klass,
                 text=text, content_hash=content_hash, status_callback=callback, extend=extend,
-                created_at=now, state=state, status=None, org_code=None,
-                release_at=release_at if state == MessageState.HELD else None,
-                segments=segments, counted=verdict is None,
-            ))
-        return Accepted(tuple(rows), tuple(messages), tuple(finals))
+                created_at=now, state=MessageState.HELD if held else MessageState.QUEUED, status=None,
+                org_code=None, release_at=release_at if held else None, segments=segments if sendable else (),
+                counted=verdict is None,
+            ), verdict, late))
+        return tuple(rows), tuple(drafts)
+
+    def _decide(self, rows: tuple[ResultRow, ...], drafts: tuple[_Draft, ...], facts: AdmissionFacts,
+                now: float) -> tuple[tuple[NewMessage, ...], Accepted]:
+        """The pre-send rules, a pure function of the store's facts (runs inside its transaction)."""
+        by_recipient: dict[str, list[RecentSend]] = {}
+        for h in facts.history:
+            by_recipient.setdefault(h.recipient, []).append(h)
+        messages: list[NewMessage] = []
+        finals: list[tuple[str, Verdict]] = []
+        for draft in drafts:
+            msg = draft.message
+            if msg is None:
+                continue
+            verdict = draft.verdict
+            if verdict is None and draft.number in facts.blacklisted:
+                verdict = REJECTED_BLACKLIST
+            if verdict is None:
+                verdict = self._limiter.check(draft.number, msg.content_hash, now,
+                                              by_recipient.get(draft.number, ()))
+            verdict = verdict or draft.late_verdict
+            if verdict is not None:
+                finals.append((msg.id, verdict))
+                if draft.verdict is None:   # decided here: nothing to send, nothing counted
+                    msg = dataclasses.replace(msg, state=MessageState.QUEUED, release_at=None, segments=(),
+                                              counted=False)
+            messages.append(msg)
+        out = tuple(messages)
+        return out, Accepted(rows, out, tuple(finals))
 
 
 async def _raise(exc: Exception) -> Accepted:

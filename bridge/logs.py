@@ -109,6 +109,11 @@ class TwistedToStructlog:
     def __init__(self) -> None:
         self._log = structlog.get_logger("twisted")
 
+    def rebind(self) -> None:
+        """After structlog is configured again: a logger cached on first use keeps the old
+        configuration (its stream), so take a fresh one."""
+        self._log = structlog.get_logger("twisted")
+
     def __call__(self, event: dict[str, Any]) -> None:
         level = _TWISTED_LEVELS.get(event.get("log_level", LogLevel.info), "info")
         fields: dict[str, Any] = {"namespace": event.get("log_namespace", "?"),
@@ -121,16 +126,17 @@ class TwistedToStructlog:
         getattr(self._log, level)("twisted.log", **fields)
 
 
-_twisted_routed = False
+_twisted_observer: TwistedToStructlog | None = None
 
 
 def _route_twisted_logging() -> None:
     """Hand Twisted's global log to structlog, once per process (Twisted allows one start)."""
-    global _twisted_routed
-    if _twisted_routed:
+    global _twisted_observer
+    if _twisted_observer is not None:
+        _twisted_observer.rebind()
         return
-    _twisted_routed = True
-    globalLogBeginner.beginLoggingTo([TwistedToStructlog()], discardBuffer=False, redirectStandardIO=False)
+    _twisted_observer = TwistedToStructlog()
+    globalLogBeginner.beginLoggingTo([_twisted_observer], discardBuffer=False, redirectStandardIO=False)
 
 
 def configure_logging(level: str = "info", fmt: str | None = None, redact: bool = True,

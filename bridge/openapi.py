@@ -152,12 +152,20 @@ def _schemas() -> dict[str, Any]:
             "throttled": {"type": "integer"}, "errors": {"type": "integer"},
             "last_error": _nullable(_str()), "reconnects": {"type": "integer"},
             "received": {"type": "integer"}, "paused_until": _nullable({"type": "number"}),
+            "node": _str(description="the cluster member that holds this bind"),
         }),
         "Health": {
             "type": "object", "required": ["status", "binds", "bound"],
             "properties": {"status": _str(enum=["ok", "stopping"]),
                            "binds": {"type": "integer", "minimum": 0},
-                           "bound": {"type": "integer", "minimum": 0}},
+                           "bound": {"type": "integer", "minimum": 0},
+                           "node": _str(description="this instance's cluster member name"),
+                           "cluster": {"type": "object", "description": "the cluster as this member sees it",
+                                       "properties": {
+                                           "leader": _nullable(_str()),
+                                           "live": {"type": "array", "items": _str()},
+                                           "slots": {"type": "integer", "minimum": 0},
+                                           "held": {"type": "integer", "minimum": 0}}}},
         },
         "BlacklistEntry": _obj({
             "channel": _str(), "number": _str(), "createTime": _str(pattern=_ISO_TIME),

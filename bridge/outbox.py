@@ -301,6 +301,11 @@ class Pusher:
     async def _after_commit(self, offered: list[OutboxItem]) -> None:
         # Still "committing" while due rows are read (on PostgreSQL that takes a round
         # trip): one fill at a time, or two could fetch and push the same rows.
+        # Offers first, while the marks just committed still say which rows are done: a row
+        # offered while a fetch was reading the store may have been fetched, pushed and
+        # acknowledged by then, and must not go out a second time.
+        if self._running:
+            self._take_offered(offered, self._reactor.seconds())
         self._unsaved.clear()
         if self._commit_failures:
             log.info("push.store_recovered", failed_commits=self._commit_failures)
@@ -308,7 +313,6 @@ class Pusher:
         self._rewrite = False
         if self._running:
             now = self._reactor.seconds()
-            self._take_offered(offered, now)
             try:
                 await self._fill(now)
                 await self._arm_idle_timer(now)

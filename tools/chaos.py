@@ -11,6 +11,12 @@ submits are segments the bridge flagged as possibly sent twice.
 
     python tools/chaos.py                 # 3,000 messages, 3 kills
     python tools/chaos.py --messages 300 --kills 2 --json-out chaos.json
+    python tools/chaos.py --cluster 3 --store-url postgresql://...   # three members, one killed at a time
+
+In cluster mode the load is spread over the live members, a killed member stays dead
+past the failover time (the survivors take over its binds, in-flight submits and
+pushes) before it restarts, and the simulator's bind counts are watched: the cluster
+must never hold more binds to a carrier than configured.
 
 Exit status 0 when nothing was lost, 1 otherwise.
 """
@@ -66,12 +72,15 @@ class ChaosResult:
     mo_missing: int = 0
     duplicate_submits: int = 0       # per segment, from the simulator's submit log
     unflagged_duplicates: int = 0
+    members: int = 1
+    bind_peaks: dict[str, int] = field(default_factory=dict)   # most binds up at once, per carrier
+    binds_over_limit: int = 0        # carriers that ever had more binds than configured
     seconds: float = 0.0
 
     @property
     def lost(self) -> bool:
         return bool(self.missing_reports or self.conflicting_reports or self.mo_missing
-                    or self.unflagged_duplicates or self.pushes_without_webhook_id)
+                    or self.unflagged_duplicates or self.pushes_without_webhook_id or self.binds_over_limit)
 
 
 class _Numbers:
@@ -93,24 +102,31 @@ class Chaos:
         self.args = args
         self.rng = random.Random(args.seed)
         self.cfg = LabConfig(workdir=workdir, receipt_delay_ms=(5, 100), window=20, response_timeout_s=2.0,
-                             backoff_initial_s=0.2, backoff_max_s=1.0,
+                             backoff_initial_s=0.2, backoff_max_s=1.0, binds=2 if args.cluster else 1,
                              sim_extra={"cmcc": "tps = 150"},   # one carrier throttles throughout
                              store_url=args.store_url)
         self.receiver = Receiver()
-        self.result = ChaosResult()
+        self.result = ChaosResult(members=max(1, args.cluster))
         self.accepted: list[str] = []
         self.mo_texts: list[str] = []
         self.sim: Child | None = None
-        self.bridge: Child | None = None
+        self.names = [f"m{i}" for i in range(1, args.cluster + 1)] if args.cluster else ["bridge"]
+        self.members: dict[str, Child] = {}
+        self.configs: dict[str, Path] = {}
         self._bridge_lock = threading.Lock()
+        self._turn = 0
         self._load_done = threading.Event()
+        self._watch_stop = threading.Event()
 
     # -- processes --------------------------------------------------------------------------
 
     @property
     def api(self) -> str:
-        assert self.bridge is not None
-        return f"http://127.0.0.1:{self.bridge.ready['api']}"
+        """The next live member's API: the load is spread as a load balancer would."""
+        with self._bridge_lock:
+            live = [c for c in self.members.values() if c.alive()] or list(self.members.values())
+            self._turn += 1
+            return f"http://127.0.0.1:{live[self._turn % len(live)].ready['api']}"
 
     @property
     def control(self) -> str:
@@ -119,13 +135,44 @@ class Chaos:
 
     def start(self) -> None:
         self.sim = start_sim(self.cfg)
-        self.config_path = write_bridge_config(self.cfg, self.sim.ready["ports"], self.receiver)
-        self.bridge = start_bridge(self.cfg, self.config_path)
+        base = write_bridge_config(self.cfg, self.sim.ready["ports"], self.receiver)
+        for name in self.names:
+            # Named members (also the one daemon on PostgreSQL): a restart takes its work back at once.
+            self.configs[name] = self._member_config(base, name) if self.args.store_url else base
+        for name in self.names:
+            self.members[name] = self._start_member(name, wait_bound=not self.args.cluster)
+        if self.args.cluster:
+            threading.Thread(target=self._watch_binds, daemon=True).start()
 
-    def restart_bridge(self) -> None:
+    def _member_config(self, base: Path, name: str) -> Path:
+        """The lab config (on the shared PostgreSQL store) as cluster member ``name``."""
+        text = base.read_text(encoding="utf-8")
+        text += f'\n[cluster]\nnode = "{name}"\nfailover_s = {self.args.failover_s}\n'
+        path = base.with_name(f"bridge-{name}.toml")
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    def _start_member(self, name: str, wait_bound: bool) -> Child:
+        if not self.args.cluster:
+            return start_bridge(self.cfg, self.configs[name], wait_bound=wait_bound)
+        child = Child(f"bridge-{name}", [sys.executable, "-m", "bridge.cli", "run", "--config",
+                                         str(self.configs[name])], self.cfg.workdir)
+        child.wait_ready(30.0)
+        return child
+
+    def restart_bridge(self, name: str) -> None:
         with self._bridge_lock:
             # Ready, not bound: an SMSC may be refusing binds right now, as it would in production.
-            self.bridge = start_bridge(self.cfg, self.config_path, wait_bound=False)
+            self.members[name] = self._start_member(name, wait_bound=False)
+
+    def _watch_binds(self) -> None:
+        """The most binds the simulator ever saw up at once, per carrier (polled)."""
+        peaks = self.result.bind_peaks
+        while not self._watch_stop.wait(0.02):
+            status, stats = http_json("GET", f"{self.control}/stats")
+            if status == 200:
+                for cid, c in stats["carriers"].items():
+                    peaks[cid] = max(peaks.get(cid, 0), sum(c["binds"].values()))
 
     def fault(self, carrier: str, mode: str, **extra: Any) -> None:
         http_json("POST", f"{self.control}/faults", {"carrier": carrier, "mode": mode, **extra})
@@ -246,11 +293,14 @@ class Chaos:
         self.receiver.down = False
 
     def _kill_and_restart(self) -> None:
-        assert self.bridge is not None
-        self.bridge.kill9()
+        name = self.rng.choice(self.names)
+        self.members[name].kill9()
         self.result.kills += 1
-        time.sleep(self.rng.uniform(0.2, 0.8))   # the daemon stays dead for a moment, as in a real crash
-        self.restart_bridge()
+        if self.args.cluster:   # dead past the failover time: the survivors take its work over
+            time.sleep(self.args.failover_s * self.rng.uniform(1.2, 2.0))
+        else:                   # the daemon stays dead for a moment, as in a real crash
+            time.sleep(self.rng.uniform(0.2, 0.8))
+        self.restart_bridge(name)
 
     # -- verdict ----------------------------------------------------------------------------
 
@@ -266,8 +316,9 @@ class Chaos:
             wait_until(all_reported, self.args.settle_timeout, "every report and uplink")
         except TimeoutError as exc:
             print(f"chaos: {exc}", file=sys.stderr)
-        assert self.bridge is not None
-        self.bridge.stop()
+        self._watch_stop.set()
+        for child in self.members.values():
+            child.stop()
 
     def _check(self) -> None:
         """Count from what the receiver and the simulator saw, not from the bridge's store."""
@@ -294,6 +345,7 @@ class Chaos:
         r.duplicate_submits = sum(n - 1 for _, n in dups)
         flagged = self._flagged_segments()
         r.unflagged_duplicates = sum(1 for key, _ in dups if (key[0], key[1]) not in flagged)
+        r.binds_over_limit = sum(1 for n in r.bind_peaks.values() if n > self.cfg.binds)
 
     def _flagged_segments(self) -> set[tuple[str, int]]:
         """(destination, part) of segments the bridge flagged possibly sent twice: only it knows."""
@@ -310,7 +362,8 @@ class Chaos:
             con.close()
 
     def close(self) -> None:
-        for child in (self.bridge, self.sim):
+        self._watch_stop.set()
+        for child in (*self.members.values(), self.sim):
             if child is not None:
                 child.stop(10)
         self.receiver.close()
@@ -334,9 +387,11 @@ def _print(result: ChaosResult) -> None:
     table.add_column("check")
     table.add_column("value", justify="right")
     for key, value in asdict(result).items():
-        if key != "faults":
+        if key not in ("faults", "bind_peaks"):
             table.add_row(key.replace("_", " "), str(value))
     table.add_row("faults injected", ", ".join(result.faults))
+    if result.bind_peaks:
+        table.add_row("bind peaks", ", ".join(f"{c} {n}" for c, n in sorted(result.bind_peaks.items())))
     Console().print(table)
 
 
@@ -348,13 +403,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kills", type=int, default=3, help="kill -9 of the daemon (at least 2 recommended)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--settle-timeout", type=float, default=180.0)
+    p.add_argument("--cluster", type=int, default=0, metavar="N",
+                   help="N cluster members on --store-url instead of one daemon")
+    p.add_argument("--failover-s", type=float, default=3.0, help="[cluster] failover_s in cluster mode")
     p.add_argument("--json-out", type=Path, default=None)
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     p.add_argument("--store-url", default=None, metavar="URL",
-                   help="run the daemon on this (empty) PostgreSQL database instead of SQLite")
+                   help="run the daemon (or the --cluster members) on this (empty) PostgreSQL database")
     args = p.parse_args(argv)
     if args.messages < 1 or args.rate <= 0 or args.kills < 0 or args.mo < 0:
         p.error("--messages, --rate must be positive; --kills, --mo not negative")
+    if args.cluster and not args.store_url:
+        p.error("--cluster needs --store-url (PostgreSQL)")
     workdir = Path(tempfile.mkdtemp(prefix="smpp-chaos-"))
     chaos = Chaos(args, workdir)
     try:

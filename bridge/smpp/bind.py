@@ -462,6 +462,14 @@ class Bind:
             self._call_later("drain", max(0.0, drain_timeout_s), self._drain_timeout)
         return waiter
 
+    def abort(self) -> Deferred[None]:
+        """Stop at once, cutting the connection: unanswered submits go back to the queue
+        flagged as possible duplicates. For a bind whose cluster lease is about to lapse."""
+        done = self.stop(0.0)
+        if self._session is not None:
+            self._session.abort()
+        return done
+
     def _drain_timeout(self) -> None:
         if self._sm.state is BindState.DRAINING:
             self.log.warning("bind.drain_timeout", in_flight=self.in_flight)

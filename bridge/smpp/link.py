@@ -25,6 +25,7 @@ from twisted.internet.endpoints import (
 from bridge.smpp.bind import Bind, DeliverCallback
 from bridge.smpp.config import BindConfig, LinkPolicy
 from bridge.smpp.queue import SegmentQueue
+from bridge.smpp.state import BindState
 from bridge.smpp.types import BindStatus, OutboundSegment, StopReport, SubmitOutcome
 
 if TYPE_CHECKING:
@@ -71,6 +72,10 @@ class CarrierLink:
     return a Deferred firing with the deliver_sm_resp status once the PDU is durably
     recorded; if it fails the SMSC is answered ESME_RX_T_APPN and will redeliver.
     Bind ids are ``"<carrier>-<n>"``, n counting from 1 in ``binds`` order.
+
+    ``leased`` (cluster mode): the binds are cluster-wide slots and :meth:`start` opens
+    none of them; :meth:`open_bind` and :meth:`close_bind` open and close bind ``n`` as
+    this instance wins and gives back slot ``n``.
     """
 
     def __init__(self, carrier: str, binds: Sequence[BindConfig], *, reactor: object,
@@ -79,7 +84,8 @@ class CarrierLink:
                  policy: LinkPolicy | None = None,
                  endpoint_factory: EndpointFactory = tcp_endpoint,
                  rng: random.Random | None = None,
-                 log: FilteringBoundLogger | None = None) -> None:
+                 log: FilteringBoundLogger | None = None,
+                 leased: bool = False) -> None:
         if not binds:
             raise ValueError(f"{carrier}: a carrier link needs at least one bind")
         for cfg in binds:
@@ -99,7 +105,14 @@ class CarrierLink:
                  on_requeued=self._pump, on_deliver=on_deliver, rng=rng, log=self._log)
             for n, cfg in enumerate(binds, start=1)
         ]
-        self._submitters = [b for b in self._binds if b.config.submits]
+        self._leased = leased
+        self._open: set[int] = set() if leased else set(range(1, len(self._binds) + 1))
+        self._submitters: list[Bind] = []
+        self._capacity = 0
+        self._count_open()
+
+    def _count_open(self) -> None:
+        self._submitters = [b for n, b in enumerate(self._binds, start=1) if n in self._open and b.config.submits]
         self._capacity = self.policy.queue_windows * sum(b.config.window for b in self._submitters)
 
     @property
@@ -112,8 +125,34 @@ class CarrierLink:
 
     def start(self) -> None:
         self._running = True
-        for bind in self._binds:
-            bind.start()
+        for n, bind in enumerate(self._binds, start=1):
+            if n in self._open:
+                bind.start()
+
+    @property
+    def open_binds(self) -> frozenset[int]:
+        return frozenset(self._open)
+
+    def open_bind(self, n: int) -> None:
+        """Open bind ``n`` (1-based): this instance now holds its slot."""
+        if n in self._open:
+            return
+        self._open.add(n)
+        self._count_open()
+        if self._running:
+            self._binds[n - 1].start()
+
+    def close_bind(self, n: int, drain_timeout_s: float, *, abort: bool = False) -> Deferred[StopReport | None]:
+        """Close bind ``n`` (gracefully, or at once with ``abort``); fires once it is closed.
+
+        When it was the last open bind, the queue has nobody left to send it: the
+        Deferred fires with what was queued (for the pipeline to requeue), else with None.
+        """
+        self._open.discard(n)
+        self._count_open()
+        bind = self._binds[n - 1]
+        done = bind.abort() if abort else bind.stop(drain_timeout_s)
+        return done.addCallback(lambda _: None if self._open else self._unfinished())
 
     def stop(self, drain_timeout_s: float) -> Deferred[StopReport]:
         """Stop taking segments, let in-flight answers arrive (bounded), unbind, close.
@@ -146,8 +185,10 @@ class CarrierLink:
         return max(0, self._capacity - len(self._queue))
 
     def snapshot(self) -> list[BindStatus]:
+        """Binds this instance has open, or is still closing."""
         queued = len(self._queue)
-        return [bind.status(queued) for bind in self._binds]
+        return [bind.status(queued) for n, bind in enumerate(self._binds, start=1)
+                if n in self._open or bind.state not in (BindState.IDLE, BindState.STOPPED)]
 
     def _pump(self) -> None:
         """Offer the queue to every submitting bind, starting with a different one each time."""

@@ -82,6 +82,7 @@ class BindStatus:
     reconnects: int
     received: int
     paused_until: float | None
+    node: str = ""   # the cluster member holding the bind (the daemon fills it in)
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,7 +55,8 @@ def lock_store(config: StoreConfig) -> IO[Any] | Any | None:
 
 
 def open_store(config: StoreConfig, *, reactor: Any = None, inline: bool = False,
-               synchronous: str = "FULL", daemon: bool = False, create: bool = True) -> Store:
+               synchronous: str = "FULL", daemon: bool = False, create: bool = True,
+               node: str = "", failover_s: float = 10.0) -> Store:
     """Open (creating or migrating) the configured store.
 
     With ``inline`` (command-line tools, deterministic tests) every call has finished
@@ -63,12 +64,15 @@ def open_store(config: StoreConfig, *, reactor: Any = None, inline: bool = False
     ``daemon``: this process is a daemon on the store, so tools see it running (SQLite:
     the one-process lock, StoreInUseError if another daemon holds it; PostgreSQL: the
     lock every daemon of a cluster holds shared). Without ``create`` a missing embedded
-    store raises StoreMissingError instead of being created empty.
+    store raises StoreMissingError instead of being created empty. ``node`` is the
+    cluster member the store works for: what it claims is marked so, and what a member
+    silent for ``failover_s`` claimed is taken over.
     """
     if config.url:
         from bridge.store.postgres import open_postgres
 
-        store, _ = open_postgres(config.url, reactor=reactor, inline=inline, daemon=daemon)
+        store, _ = open_postgres(config.url, reactor=reactor, inline=inline, daemon=daemon, node=node,
+                                 failover_s=failover_s)
         return store
     from bridge.store.sqlite import open_sqlite
 
@@ -78,7 +82,7 @@ def open_store(config: StoreConfig, *, reactor: Any = None, inline: bool = False
     threads = reactor is not None and not inline   # a real reactor: commits and checkpoints off-thread
     store, executor = open_sqlite(config.path, clock=clock, synchronous=synchronous, commit_thread=threads,
                                   commit_interval_s=0 if inline else config.commit_interval_ms / 1000,
-                                  exclusive=daemon)
+                                  exclusive=daemon, node=node, failover_s=failover_s)
     if threads:
         executor.start_background_checkpoints()
     return store

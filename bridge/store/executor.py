@@ -52,6 +52,9 @@ class Tx(Protocol):
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
     def run(self, sql: str, params: Sequence[Any] = ()) -> int: ...
     def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+    def lock_keys(self, namespace: int, keys: Sequence[str]) -> None:
+        """Serialise with every other transaction locking any of ``keys`` until this one ends
+        (PostgreSQL: transaction advisory locks, in one order; SQLite has one writer)."""
 
 
 Op = Callable[[Tx], T]
@@ -59,6 +62,7 @@ Op = Callable[[Tx], T]
 
 class Executor(Protocol):
     description: str
+    shared: bool                # other processes use the same database (PostgreSQL), or not (SQLite)
     commits: int
     commit_seconds: float
     statements: StatementCount

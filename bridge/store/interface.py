@@ -9,22 +9,27 @@ segment handed to a bind) before :meth:`Store.durable` has fired.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Protocol, TypeVar
 
 from twisted.internet.defer import Deferred
 
 from bridge.models import MessageRecord, NewMessage, NewMo, OutboxItem, SegmentRecord
 from bridge.store.records import (
+    AdmissionFacts,
+    AdmissionQuery,
     BlacklistEntry,
+    ClusterView,
     DeadPush,
     EarlyReceipt,
     ExportRow,
     FinalisedMessage,
+    Heartbeat,
     MessageReceipt,
     MoCounts,
     MoPart,
     MoRecord,
+    NodeInfo,
     PruneCounts,
     PushRecord,
     RawReceipt,
@@ -34,12 +39,15 @@ from bridge.store.records import (
     SegmentFinal,
     SegmentMatch,
     SegmentStatus,
+    SlotLease,
     StateCount,
     SubmitAccepted,
     UnmatchedReceipt,
 )
 
-__all__ = ["BlacklistStore", "MessageStore", "MoStore", "OutboxStore", "ReceiptStore", "Store"]
+T = TypeVar("T")
+
+__all__ = ["BlacklistStore", "ClusterStore", "MessageStore", "MoStore", "OutboxStore", "ReceiptStore", "Store"]
 
 
 class MessageStore(Protocol):
@@ -47,6 +55,8 @@ class MessageStore(Protocol):
 
     def insert(self, messages: Sequence[NewMessage]) -> Deferred[None]: ...
     def recent_sends(self, recipients: Sequence[str], since: float) -> Deferred[list[RecentSend]]: ...
+    def admit(self, query: AdmissionQuery,
+              decide: Callable[[AdmissionFacts], tuple[Sequence[NewMessage], T]]) -> Deferred[T]: ...
     def take_queued(self, carrier: str, limit: int) -> Deferred[list[SegmentRecord]]: ...
     def requeue(self, segment_ids: Iterable[int], possible_duplicate: bool) -> Deferred[None]: ...
     def requeue_all_dispatched(self) -> Deferred[int]: ...
@@ -138,14 +148,32 @@ class BlacklistStore(Protocol):
     def entries(self, channel: str | None, limit: int = 1000) -> Deferred[list[BlacklistEntry]]: ...
 
 
+class ClusterStore(Protocol):
+    """Members and bind-slot leases. On SQLite the lone process is the whole cluster.
+
+    ``beat``'s planner is a pure function of the view inside the heartbeat transaction,
+    returning the (carrier, slot) pairs to take; taking is compare-and-set.
+    """
+
+    def join(self, beat: Heartbeat, totals: Mapping[str, int]) -> Deferred[None]: ...
+    def beat(self, beat: Heartbeat,
+             planner: Callable[[ClusterView, str], Sequence[tuple[str, int]]]) -> Deferred[ClusterView]: ...
+    def release(self, node: str, slots: Sequence[tuple[str, int]]) -> Deferred[None]: ...
+    def leave(self, node: str) -> Deferred[None]: ...
+    def nodes(self, live_after: float) -> Deferred[list[NodeInfo]]: ...
+    def requeue_orphans(self, live_after: float, own: str | None = None) -> Deferred[int]: ...
+    def slots(self) -> Deferred[list[SlotLease]]: ...
+
+
 class Store(Protocol):
-    """One backend: the five concerns plus the one durability concept."""
+    """One backend: the five concerns, cluster membership, and the one durability concept."""
 
     messages: MessageStore
     receipts: ReceiptStore
     outbox: OutboxStore
     mo: MoStore
     blacklist: BlacklistStore
+    cluster: ClusterStore
     description: str        # for logs and the ready line: a path, or a URL without password
     commits: int
     commit_seconds: float

@@ -15,6 +15,7 @@ command-line tools and deterministic tests, which have no reactor running.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -87,6 +88,19 @@ class _PgTx:
             self._count.n += len(rows)
             self._cur.executemany(_pg(sql), rows)
 
+    def lock_keys(self, namespace: int, keys: Sequence[str]) -> None:
+        """Advisory locks held to commit; taken in sorted order so two takers cannot deadlock."""
+        ids = sorted({_key_id(k) for k in keys})
+        if ids:
+            self._count.n += 1
+            self._cur.execute("SELECT pg_advisory_xact_lock(%s::int, k) FROM unnest(%s::int[]) AS k",
+                              (namespace, ids))
+
+
+def _key_id(key: str) -> int:
+    """A stable signed 32-bit id for a lock key (Python's hash() changes per process)."""
+    return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=4).digest(), "big", signed=True)
+
 
 @dataclass(frozen=True, slots=True)
 class _Outcome:
@@ -116,8 +130,11 @@ def migrate_postgres(conn: psycopg.Connection[Any]) -> list[str]:
 class PostgresExecutor:
     """Queues ops on the reactor thread and runs them in batches on one database thread."""
 
+    shared = True    # any number of instances: a cluster
+
     def __init__(self, url: str, *, reactor: Any = None, inline: bool = False,
-                 connect_timeout_s: float = 10.0, daemon: bool = False) -> None:
+                 connect_timeout_s: float = 10.0, daemon: bool = False,
+                 thread_name: str = "smpp-bridge-db") -> None:
         self._url = url
         self._daemon = daemon
         self.description = redact_url(url)
@@ -138,7 +155,7 @@ class PostgresExecutor:
         if applied:
             log.info("store.migrated", backend="postgresql", migrations=applied)
         if not self._inline:
-            self._pool = ThreadPool(minthreads=1, maxthreads=1, name="smpp-bridge-db")
+            self._pool = ThreadPool(minthreads=1, maxthreads=1, name=thread_name)
             self._pool.start()
 
     def _connection(self) -> psycopg.Connection[Any]:
@@ -276,6 +293,12 @@ def _nothing(tx: Tx) -> None:
 
 
 def open_postgres(url: str, *, reactor: Any = None, inline: bool = False,
-                  daemon: bool = False) -> tuple[SqlStore, PostgresExecutor]:
+                  daemon: bool = False, node: str = "",
+                  failover_s: float = 10.0) -> tuple[SqlStore, PostgresExecutor]:
+    """A cluster member (``node``) gets a second connection and thread for membership:
+    its heartbeats never wait behind a batch of pipeline work, and never share a
+    transaction (and so a lock-order deadlock) with it."""
     executor = PostgresExecutor(url, reactor=reactor, inline=inline, daemon=daemon)
-    return SqlStore(executor), executor
+    cluster = PostgresExecutor(url, reactor=reactor, inline=inline, thread_name="smpp-bridge-cluster") \
+        if node else None
+    return SqlStore(executor, node, failover_s, cluster_executor=cluster), executor

@@ -8,14 +8,19 @@ from enum import StrEnum
 from bridge.models import MessageRecord, NewMo, OutboxItem
 
 __all__ = [
+    "AdmissionFacts",
+    "AdmissionQuery",
     "BlacklistEntry",
+    "ClusterView",
     "DeadPush",
     "EarlyReceipt",
     "ExportRow",
+    "Heartbeat",
     "MessageReceipt",
     "MoCounts",
     "MoPart",
     "MoRecord",
+    "NodeInfo",
     "PruneCounts",
     "PushKind",
     "PushRecord",
@@ -27,6 +32,7 @@ __all__ = [
     "SegmentFinal",
     "SegmentMatch",
     "SegmentStatus",
+    "SlotLease",
     "StateCount",
     "SubmitAccepted",
     "UnmatchedReceipt",
@@ -250,3 +256,92 @@ class PruneCounts:
     @property
     def total(self) -> int:
         return self.messages + self.segments + self.receipts + self.mo + self.pushes
+
+
+@dataclass(frozen=True, slots=True)
+class SlotLease:
+    """One of a carrier's configured binds as a cluster-wide slot: who holds it, until when.
+
+    ``node`` is None for a slot nobody holds; a lease whose ``lease_until`` has passed is
+    free to take, whoever it names.
+    """
+
+    carrier: str
+    slot: int
+    node: str | None
+    lease_until: float
+
+    def held_by(self, node: str, now: float) -> bool:
+        return self.node == node and self.lease_until > now
+
+    def free(self, now: float) -> bool:
+        return self.node is None or self.lease_until <= now
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """A cluster member as it last reported itself (``binds`` is its JSON bind list)."""
+
+    name: str
+    started_at: float
+    heartbeat_at: float
+    api: str
+    binds: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView:
+    """The cluster as one heartbeat transaction saw it: live members (sorted) and the slots.
+
+    ``sharing``: the live members that beat within a lease period, among whom the slots
+    are shared (one that missed that many beats has lost its leases, even if still live).
+    """
+
+    now: float
+    live: tuple[str, ...]
+    slots: tuple[SlotLease, ...]
+    sharing: tuple[str, ...] = ()
+
+    def leader(self) -> str | None:
+        """The member that runs the once-per-cluster jobs: the lowest live name."""
+        return self.live[0] if self.live else None
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """What a member writes each beat; ``lease_until`` is where its held leases move to.
+
+    ``live_after``: a member whose last heartbeat is older is dead; ``share_after``: one
+    whose last heartbeat is older gets no share of the slots.
+    """
+
+    node: str
+    now: float
+    started_at: float
+    lease_until: float
+    live_after: float
+    api: str = ""
+    binds: str = "[]"
+    share_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionQuery:
+    """What to read, under the recipients' locks, before a request's messages are decided.
+
+    ``numbers``: every recipient (locked, and looked up in ``channel``'s blacklist);
+    ``counted``: those whose counted sends since ``since`` the frequency limits need.
+    """
+
+    channel: str
+    numbers: tuple[str, ...]
+    counted: tuple[str, ...]
+    since: float
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionFacts:
+    """The store's answers to an :class:`AdmissionQuery`, as of inside the transaction."""
+
+    blacklisted: frozenset[str]
+    history: tuple[RecentSend, ...]

@@ -83,6 +83,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         "CREATE INDEX outbox_pending_kind ON outbox(kind) WHERE state = 'pending'",
         "CREATE INDEX outbox_dead_kind ON outbox(kind) WHERE state = 'dead'",
     )),
+    # Cluster membership: one row per running instance, its heartbeat and what it reports
+    # (API address, its binds' states); and each carrier's binds as cluster-wide leased slots.
+    Migration("m005_cluster", (
+        """CREATE TABLE nodes (
+            name TEXT PRIMARY KEY, started_at REAL NOT NULL, heartbeat_at REAL NOT NULL,
+            api TEXT NOT NULL DEFAULT '', binds TEXT NOT NULL DEFAULT '[]')""",
+        """CREATE TABLE bind_slots (
+            carrier TEXT NOT NULL, slot INTEGER NOT NULL, node TEXT,
+            lease_until REAL NOT NULL DEFAULT 0, PRIMARY KEY (carrier, slot))""",
+    )),
+    # Which member took a segment for its binds: a dead member's are requeued by the leader.
+    Migration("m006_segments_dispatched_by", ("ALTER TABLE segments ADD COLUMN dispatched_by TEXT",)),
+    # Which member pushes a row: no two push it at once; a dead member's rows are taken over.
+    Migration("m007_outbox_claimed_by", ("ALTER TABLE outbox ADD COLUMN claimed_by TEXT",)),
 )
 
 _PG_TYPES = (

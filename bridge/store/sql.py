@@ -9,13 +9,16 @@ database thread (PostgreSQL). Rows become frozen records here and nowhere else.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
 
 from bridge.models import MessageRecord, NewMessage, NewMo, OutboxItem, SegmentRecord
+from bridge.store.cluster import SqlCluster
 from bridge.store.executor import Executor, Tx
 from bridge.store.records import (
+    AdmissionFacts,
+    AdmissionQuery,
     BlacklistEntry,
     DeadPush,
     EarlyReceipt,
@@ -52,6 +55,8 @@ _MESSAGE_COLUMNS = (
     "status_callback, extend, created_at, final_at, reported"
 )
 _IN_LIMIT = 500          # parameters per IN (...) list
+RECIPIENT_LOCKS = 0x52435054     # advisory lock namespace of per-recipient admission: "RCPT"
+T = TypeVar("T")
 
 
 def _marks(n: int) -> str:
@@ -71,6 +76,52 @@ def _message(r: Sequence[Any]) -> MessageRecord:
 def _segment(r: Sequence[Any]) -> SegmentRecord:
     return SegmentRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7]), r[8], r[9], r[10],
                          bool(r[11]), bool(r[12]))
+
+
+def _insert_messages(tx: Tx, messages: Sequence[NewMessage]) -> None:
+    msg_rows = [(m.id, m.app_id, m.channel, m.recipient, m.carrier, str(m.klass), m.text, m.content_hash,
+                 m.status_callback, m.extend, m.created_at, str(m.state), m.status, m.org_code,
+                 m.release_at, max(1, len(m.segments)), m.created_at if m.status else None,
+                 int(m.counted)) for m in messages]
+    seg_rows = [(m.id, m.carrier, s.seq, s.total, m.channel, m.recipient, s.short_message,
+                 s.data_coding, s.esm_class, s.ref, int(s.sar), str(m.state))
+                for m in messages if m.state in ("held", "queued") for s in m.segments]
+    tx.many("INSERT INTO messages (id, app_id, channel, recipient, carrier, klass, text, content_hash,"
+            " status_callback, extend, created_at, state, status, org_code, release_at, total,"
+            " final_at, counted) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", msg_rows)
+    if seg_rows:
+        tx.many("INSERT INTO segments (message_id, carrier, seq, total, source_addr, destination_addr,"
+                " short_message, data_coding, esm_class, ref, sar, state)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", seg_rows)
+
+
+def _recent_sends(tx: Tx, recipients: Sequence[str], since: float) -> list[RecentSend]:
+    out: list[RecentSend] = []
+    for chunk in _chunks(recipients):
+        out.extend(RecentSend(*r) for r in tx.rows(
+            "SELECT recipient, created_at, content_hash FROM messages WHERE counted = 1 AND"
+            f" recipient IN ({_marks(len(chunk))}) AND created_at > ?", (*chunk, since)))
+    return out
+
+
+def _parts_ahead_of_predecessor(tx: Tx, taken: Sequence[SegmentRecord], node: str | None) -> set[int]:
+    """Ids of taken parts whose previous part is still queued, dispatched by another
+    member, or itself one of these (the wait carries down the message)."""
+    in_take = {(s.message_id, s.seq): s.id for s in taken}
+    early: set[int] = set()
+    for s in sorted(taken, key=lambda s: (s.message_id, s.seq)):
+        if s.seq == 1:
+            continue
+        before = in_take.get((s.message_id, s.seq - 1))
+        if before is not None:
+            if before in early:
+                early.add(s.id)
+            continue
+        rows = tx.rows("SELECT state, dispatched_by FROM segments WHERE message_id = ? AND seq = ?",
+                       (s.message_id, s.seq - 1))
+        if rows and (rows[0][0] == "queued" or (rows[0][0] == "dispatched" and rows[0][1] != node)):
+            early.add(s.id)
+    return early
 
 
 def _segment_statuses(tx: Tx, message_id: str) -> list[SegmentStatus]:
@@ -94,50 +145,65 @@ def _time_range(column: str, since: float | None, until: float | None) -> tuple[
 
 
 class SqlMessages:
-    def __init__(self, ex: Executor) -> None:
+    def __init__(self, ex: Executor, node: str = "") -> None:
         self._ex = ex
+        self._node = node or None
+        self._claimer = node if node and ex.shared else None   # pushes this member queues are its own
 
     def insert(self, messages: Sequence[NewMessage]) -> Deferred[None]:
-        msg_rows = [(m.id, m.app_id, m.channel, m.recipient, m.carrier, str(m.klass), m.text, m.content_hash,
-                     m.status_callback, m.extend, m.created_at, str(m.state), m.status, m.org_code,
-                     m.release_at, max(1, len(m.segments)), m.created_at if m.status else None,
-                     int(m.counted)) for m in messages]
-        seg_rows = [(m.id, m.carrier, s.seq, s.total, m.channel, m.recipient, s.short_message,
-                     s.data_coding, s.esm_class, s.ref, int(s.sar), str(m.state))
-                    for m in messages if m.state in ("held", "queued") for s in m.segments]
-
-        def op(tx: Tx) -> None:
-            tx.many("INSERT INTO messages (id, app_id, channel, recipient, carrier, klass, text, content_hash,"
-                    " status_callback, extend, created_at, state, status, org_code, release_at, total,"
-                    " final_at, counted) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", msg_rows)
-            if seg_rows:
-                tx.many("INSERT INTO segments (message_id, carrier, seq, total, source_addr, destination_addr,"
-                        " short_message, data_coding, esm_class, ref, sar, state)"
-                        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", seg_rows)
-        return self._ex.write(op)
+        return self._ex.write(lambda tx: _insert_messages(tx, messages))
 
     def recent_sends(self, recipients: Sequence[str], since: float) -> Deferred[list[RecentSend]]:
         wanted = list(dict.fromkeys(recipients))
+        return self._ex.read(lambda tx: _recent_sends(tx, wanted, since))
 
-        def op(tx: Tx) -> list[RecentSend]:
-            out: list[RecentSend] = []
-            for chunk in _chunks(wanted):
-                out.extend(RecentSend(*r) for r in tx.rows(
-                    "SELECT recipient, created_at, content_hash FROM messages WHERE counted = 1 AND"
-                    f" recipient IN ({_marks(len(chunk))}) AND created_at > ?", (*chunk, since)))
-            return out
-        return self._ex.read(op)
+    def admit(self, query: AdmissionQuery,
+              decide: Callable[[AdmissionFacts], tuple[Sequence[NewMessage], T]]) -> Deferred[T]:
+        """Read the rules' facts, decide, and insert, in one transaction serialised per recipient.
+
+        Whichever member takes a request, a second request to the same number waits for
+        this one to commit and then counts its messages: the limits hold exactly across the
+        cluster, and requests to other numbers never wait. ``decide`` is a pure function of
+        the facts (it may run again if the transaction is retried, and on the database
+        thread); it returns the messages to insert and what the caller gets back.
+        """
+        def op(tx: Tx) -> T:
+            tx.lock_keys(RECIPIENT_LOCKS, query.numbers)
+            blacklisted: set[str] = set()
+            for chunk in _chunks(list(query.numbers)):
+                blacklisted.update(r[0] for r in tx.rows(
+                    f"SELECT number FROM blacklist WHERE channel = ? AND number IN ({_marks(len(chunk))})",
+                    (query.channel, *chunk)))
+            counted = [n for n in query.counted if n not in blacklisted]
+            history = _recent_sends(tx, counted, query.since) if counted else []
+            messages, result = decide(AdmissionFacts(frozenset(blacklisted), tuple(history)))
+            _insert_messages(tx, messages)
+            return result
+        return self._ex.write(op)
 
     def take_queued(self, carrier: str, limit: int) -> Deferred[list[SegmentRecord]]:
-        """Oldest queued segments of ``carrier``, marked dispatched (claimed, on PostgreSQL)."""
+        """Oldest queued segments of ``carrier``, marked dispatched by this member.
+
+        On PostgreSQL rows another member is taking are skipped (SKIP LOCKED), so a long
+        message can be cut between two members' takes: a part whose predecessor is neither
+        in this take nor already sent or dispatched here goes back, to wait for it.
+        """
+        node = self._node
+
         def op(tx: Tx) -> list[SegmentRecord]:
             if limit <= 0:
                 return []
             rows = tx.rows(
-                "UPDATE segments SET state = 'dispatched', attempts = attempts + 1 WHERE id IN"
+                "UPDATE segments SET state = 'dispatched', dispatched_by = ?, attempts = attempts + 1 WHERE id IN"
                 " (SELECT id FROM segments WHERE carrier = ? AND state = 'queued' ORDER BY id LIMIT ?"
-                f"{tx.skip_locked}) RETURNING {_SEGMENT_COLUMNS}", (carrier, limit))
-            return sorted((_segment(r) for r in rows), key=lambda s: s.id)
+                f"{tx.skip_locked}) RETURNING {_SEGMENT_COLUMNS}", (node, carrier, limit))
+            taken = sorted((_segment(r) for r in rows), key=lambda s: s.id)
+            early = _parts_ahead_of_predecessor(tx, taken, node)
+            if early:
+                tx.many("UPDATE segments SET state = 'queued', dispatched_by = NULL, attempts = attempts - 1"
+                        " WHERE id = ?", [(i,) for i in early])
+                taken = [s for s in taken if s.id not in early]
+            return taken
         return self._ex.write(op)
 
     def requeue(self, segment_ids: Iterable[int], possible_duplicate: bool) -> Deferred[None]:
@@ -225,9 +291,11 @@ class SqlMessages:
             item = None
             if report is not None and msg.status_callback:
                 payload = report(msg)
-                queued = tx.rows("INSERT INTO outbox (kind, ref_id, url, payload, state, created_at, next_attempt_at)"
-                                 " VALUES ('report', ?, ?, ?, 'pending', ?, ?) ON CONFLICT DO NOTHING RETURNING id",
-                                 (message_id, msg.status_callback, payload, now, now))
+                # Claimed by this member at once: its pusher is offered the row without a fetch.
+                queued = tx.rows("INSERT INTO outbox (kind, ref_id, url, payload, state, created_at, next_attempt_at,"
+                                 " claimed_by) VALUES ('report', ?, ?, ?, 'pending', ?, ?, ?)"
+                                 " ON CONFLICT DO NOTHING RETURNING id",
+                                 (message_id, msg.status_callback, payload, now, now, self._claimer))
                 if queued:
                     item = OutboxItem(queued[0][0], "report", message_id, msg.status_callback, payload, 0, now, now)
             return FinalisedMessage(msg, item)
@@ -418,8 +486,10 @@ _OUTBOX_ITEM = "id, kind, ref_id, url, payload, attempts, created_at, next_attem
 
 
 class SqlOutbox:
-    def __init__(self, ex: Executor) -> None:
+    def __init__(self, ex: Executor, node: str = "", failover_s: float = 10.0) -> None:
         self._ex = ex
+        self._node = node if node and ex.shared else None   # one process alone needs no claims
+        self._failover_s = failover_s
 
     def queue(self, kind: str, ref_id: str, url: str, payload: str, now: float) -> Deferred[int | None]:
         """Queue a push; a report or uplink is queued at most once per ref_id."""
@@ -438,10 +508,30 @@ class SqlOutbox:
             (message_id, url, payload, now, now))[0][0]))
 
     def due(self, now: float, limit: int, exclude: Iterable[int] = ()) -> Deferred[list[OutboxItem]]:
+        """Pending pushes due by ``now``, oldest first; claimed by this member if it is one.
+
+        A claimed row is pushed only by its member while that member is alive: rows another
+        member is claiming are skipped (SKIP LOCKED), rows of a dead member are taken over.
+        On a store no other process shares (SQLite) this stays a plain read.
+        """
         excluded = set(exclude)
-        return self._ex.read(lambda tx: [OutboxItem(*r) for r in tx.rows(
-            f"SELECT {_OUTBOX_ITEM} FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?"
-            " ORDER BY next_attempt_at, id LIMIT ?", (now, limit + len(excluded))) if r[0] not in excluded][:limit])
+        if self._node is None:
+            return self._ex.read(lambda tx: [OutboxItem(*r) for r in tx.rows(
+                f"SELECT {_OUTBOX_ITEM} FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?"
+                " ORDER BY next_attempt_at, id LIMIT ?", (now, limit + len(excluded)))
+                if r[0] not in excluded][:limit])
+        node, live_after = self._node, now - self._failover_s
+
+        def op(tx: Tx) -> list[OutboxItem]:
+            rows = tx.rows(
+                f"SELECT {_OUTBOX_ITEM}, claimed_by FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?"
+                " AND (claimed_by IS NULL OR claimed_by = ? OR claimed_by NOT IN"
+                " (SELECT name FROM nodes WHERE heartbeat_at > ?)) ORDER BY next_attempt_at, id LIMIT ?"
+                f"{tx.skip_locked}", (now, node, live_after, limit + len(excluded)))
+            tx.many("UPDATE outbox SET claimed_by = ? WHERE id = ?",
+                    [(node, r[0]) for r in rows if r[-1] != node])
+            return [OutboxItem(*r[:-1]) for r in rows if r[0] not in excluded][:limit]
+        return self._ex.write(op)
 
     def pending_replay(self, message_id: str) -> Deferred[bool]:
         return self._ex.read(lambda tx: bool(tx.rows(
@@ -635,15 +725,20 @@ class SqlBlacklist:
 
 
 class SqlStore:
-    """The five concerns over one executor: what both backends hand out."""
+    """The five concerns, and cluster membership, over one executor: what both backends hand out."""
 
-    def __init__(self, executor: Executor) -> None:
+    def __init__(self, executor: Executor, node: str = "", failover_s: float = 10.0,
+                 cluster_executor: Executor | None = None) -> None:
+        """``cluster_executor``: where membership runs, if not on ``executor`` (its own connection)."""
         self._ex = executor
-        self.messages = SqlMessages(executor)
+        self._cluster_ex = cluster_executor
+        self.node = node
+        self.messages = SqlMessages(executor, node)
         self.receipts = SqlReceipts(executor)
-        self.outbox = SqlOutbox(executor)
+        self.outbox = SqlOutbox(executor, node, failover_s)
         self.mo = SqlMo(executor)
         self.blacklist = SqlBlacklist(executor)
+        self.cluster = SqlCluster(cluster_executor or executor)
 
     @property
     def description(self) -> str:
@@ -668,4 +763,7 @@ class SqlStore:
         return self._ex.flush()
 
     def close(self) -> Deferred[None]:
-        return self._ex.close()
+        if self._cluster_ex is None:
+            return self._ex.close()
+        cluster = self._cluster_ex
+        return self._ex.close().addBoth(lambda result: cluster.close().addCallback(lambda _: result))

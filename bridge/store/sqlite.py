@@ -90,9 +90,14 @@ class _SqliteTx:
         self._count.n += len(rows)
         self._conn.executemany(sql, rows)
 
+    def lock_keys(self, namespace: int, keys: Sequence[str]) -> None:
+        return None   # one process, one writer: every transaction is already serialised
+
 
 class SqliteExecutor:
     """Runs ops at once on the reactor thread; commits them in groups."""
+
+    shared = False   # one process per database file (the daemon's file lock)
 
     def __init__(self, path: Path | str, *, clock: Any, commit_interval_s: float = 0.005,
                  synchronous: str = "FULL", commit_thread: bool = False) -> None:
@@ -310,7 +315,8 @@ class SqliteExecutor:
 
 def open_sqlite(path: Path | str, *, clock: Any, commit_interval_s: float = 0.005,
                 synchronous: str = "FULL", commit_thread: bool = False,
-                exclusive: bool = False) -> tuple[SqlStore, SqliteExecutor]:
+                exclusive: bool = False, node: str = "",
+                failover_s: float = 10.0) -> tuple[SqlStore, SqliteExecutor]:
     """``exclusive``: hold the one-process lock for the store's life (StoreInUseError if held)."""
     lock = None
     if exclusive:
@@ -325,4 +331,4 @@ def open_sqlite(path: Path | str, *, clock: Any, commit_interval_s: float = 0.00
             lock.close()
         raise
     executor.lock = lock
-    return SqlStore(executor), executor
+    return SqlStore(executor, node, failover_s), executor

@@ -181,7 +181,7 @@ class Harness:
 
     @classmethod
     def build(cls, *configs: BindConfig, policy: LinkPolicy | None = None,
-              password: str = "pw") -> Harness:
+              password: str = "pw", leased: bool = False) -> Harness:
         import random
 
         clock = task.Clock()
@@ -205,7 +205,7 @@ class Harness:
         link = CarrierLink(configs[0].carrier, list(configs), reactor=clock,
                            on_outcomes=on_outcomes, on_deliver=on_deliver, policy=policy,
                            endpoint_factory=lambda reactor, cfg: endpoint,
-                           rng=random.Random(7))
+                           rng=random.Random(7), leased=leased)
         h = cls(clock, smsc, endpoint, link)
         holder["h"] = h
         return h

@@ -108,6 +108,10 @@ class BridgeOptions:
     sim_carrier_extra: dict[str, str] = field(default_factory=dict)   # lines for [sim.carriers.<id>]
     carrier_extra: dict[str, str] = field(default_factory=dict)       # lines for [carriers.<id>]
     store_url: str | None = None   # PostgreSQL instead of the embedded SQLite file
+    node: str | None = "e2e"       # [cluster] node: stable, so a restarted daemon takes its own work back at once
+    failover_s: float = 10.0       # [cluster] failover_s
+    binds: dict[str, int] = field(default_factory=dict)                # bind count per carrier (default 1)
+    run_args: tuple[str, ...] = ()                                     # e.g. ("--workers", "2")
     app_extra: str = ""                                                # lines for the [[apps]] table
 
 
@@ -128,7 +132,8 @@ def write_config(tmp: Path, receiver: Receiver, opts: BridgeOptions, sim_ports: 
     carriers = ""
     for cid in CARRIERS:
         target = f"host = \"127.0.0.1\"\nport = {sim_ports[cid]}\n" if sim_ports else ""
-        carriers += (f"[carriers.{cid}]\n{target}binds = [{{ type = \"transceiver\", count = 1 }}]\n"
+        count = opts.binds.get(cid, 1)
+        carriers += (f"[carriers.{cid}]\n{target}binds = [{{ type = \"transceiver\", count = {count} }}]\n"
                      f"window = {opts.window}\nresponse_timeout_s = {opts.response_timeout_s}\n"
                      f"enquire_link_s = 5.0\n{opts.carrier_extra.get(cid, '')}\n")
     cfg = tmp / "bridge.toml"
@@ -142,6 +147,10 @@ operator_token = "{OPERATOR_TOKEN}"
 path = "{tmp / 'bridge.db'}"
 commit_interval_ms = {opts.commit_interval_ms}
 {f'url = "{opts.store_url}"' if opts.store_url else ""}
+
+[cluster]
+{f'node = "{opts.node}"' if opts.node else ""}
+failover_s = {opts.failover_s}
 
 [logging]
 level = "info"
@@ -201,13 +210,15 @@ class = "notification"
 class Bridge:
     """A running ``smpp-bridge run`` subprocess and clients for its APIs."""
 
-    def __init__(self, tmp: Path, receiver: Receiver, opts: BridgeOptions | None = None) -> None:
+    def __init__(self, tmp: Path, receiver: Receiver, opts: BridgeOptions | None = None,
+                 sim_ready: dict[str, Any] | None = None) -> None:
+        """``sim_ready``: the ready line of a simulator already running (shared by a cluster)."""
         self.tmp = tmp
         self.receiver = receiver
         self.opts = opts or BridgeOptions()
         self.sim_proc: subprocess.Popen[bytes] | None = None
-        self.sim_ready: dict[str, Any] = {}
-        if self.opts.external_sim:
+        self.sim_ready: dict[str, Any] = dict(sim_ready or {})
+        if self.opts.external_sim and not self.sim_ready:
             self._start_sim()
         self.config_path = write_config(tmp, receiver, self.opts, self.sim_ready.get("ports"))
         self.proc: subprocess.Popen[bytes] | None = None
@@ -221,7 +232,7 @@ class Bridge:
         log = open(self.tmp / f"bridge-{self.starts}.log", "wb")  # noqa: SIM115 (kept open for the child)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bridge.cli", "run", "--config", str(self.config_path)],
+            [sys.executable, "-m", "bridge.cli", "run", "--config", str(self.config_path), *self.opts.run_args],
             stdout=subprocess.PIPE, stderr=log, env=env, cwd=self.tmp,
         )
         self.ready = self._read_ready(timeout)

@@ -498,6 +498,30 @@ class TestOffer:
             settle(clock, stub)
         assert sorted(receiver.refs()) == refs and set(receiver.refs().values()) == {1}
 
+    def test_a_row_offered_while_a_fetch_reads_it_is_pushed_once(self, clock: Clock, store: Store) -> None:
+        """The offer arrives while a fetch is reading the store (after it chose what to exclude):
+        the fetch pushes the row, and the offer, taken with that push's acknowledgement, does not."""
+        receiver = Receiver(clock)
+        pusher, stub = make(store, clock, receiver)
+        pusher.start()
+        settle(clock, stub)
+        [ref] = queue(store, clock, 1)
+        fetch = store.outbox.due
+
+        def due_then_offer(now: float, limit: int, exclude: Any = ()) -> Any:
+            return fetch(now, limit, exclude).addCallback(offer_fetched)
+
+        def offer_fetched(items: list[Any]) -> list[Any]:
+            for item in items:
+                pusher.offer(item)
+            store.outbox.due = fetch          # type: ignore[method-assign]  (once)
+            return items
+        store.outbox.due = due_then_offer     # type: ignore[method-assign]
+        pusher.wake()
+        for _ in range(5):
+            settle(clock, stub)
+        assert receiver.refs() == {ref: 1}
+
     def test_rows_left_behind_by_a_full_lane_drain_without_waiting_for_a_timer(
             self, clock: Clock, store: Store) -> None:
         """A fast receiver's overflow stays in the store and is fetched as its lane runs low."""
