@@ -66,6 +66,7 @@ AVOID_SUFFIXES = frozenset({"0000", "1111", "2222", "3333", "4444"})
 BINDS = {"cmcc": '[{ type = "transceiver", count = 2 }]', "cucc": '[{ type = "transceiver", count = 2 }]',
          "ctcc": '[{ type = "transmitter", count = 1 }, { type = "receiver", count = 1 }]',
          "cbn": '[{ type = "transceiver", count = 1 }]', "intl": '[{ type = "transceiver", count = 1 }]'}
+TOTAL_BINDS = 8
 OTP_TEXT = "Your verification code is ${NUM_6}, valid for 5 minutes."
 # ~100 UCS-2 characters: two segments on every carrier.
 LONG_TEXT = ("尊敬的客户，您的订单已于今日发货，快递单号请在应用内查看。如有疑问请联系客服，"
@@ -162,6 +163,7 @@ class CpuResult:
     database_s: float = 0.0              # PostgreSQL server processes (0 on SQLite)
     bridge_and_db_s_per_message: float = 0.0
     statements_per_message: float = 0.0  # SQL statements the bridge ran (smpp_bridge_store_statements)
+    machine_busy_pct: float = 0.0        # all CPUs of the machine, whatever ran on them
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +195,29 @@ def proc_usage(pid: int) -> Usage:
     mem = {line.split(":")[0]: line.split()[1] for line in status.splitlines()
            if line.startswith(("VmRSS:", "VmHWM:"))}
     return Usage(cpu, int(mem.get("VmRSS", 0)) / 1024, int(mem.get("VmHWM", 0)) / 1024)
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and every live process below it (``--workers``: parent and workers)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    tree, grew = {pid}, True
+    while grew:
+        below = {child for child, parent in parents.items() if parent in tree} - tree
+        grew = bool(below)
+        tree |= below
+    return sum(proc_usage(p).cpu_s for p in tree)
+
+
+def machine_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)   # idle + iowait
+    return sum(values) - idle, sum(values)
 
 
 def postgres_cpu() -> float:
@@ -604,9 +629,14 @@ class System:
         assert self.sim is not None
         cfg = write_bridge_config(self.workdir, self.sim.ready["ports"],
                                   self.receiver.ready["port"] if self.receiver else None, self.args)
-        self.bridge = self._spawn("bridge", [sys.executable, "-m", "bridge.cli", "run", "--config", str(cfg)])
+        workers = ["--workers", str(self.args.workers)] if self.args.workers > 1 else []
+        self.bridge = self._spawn("bridge", [sys.executable, "-m", "bridge.cli", "run", "--config", str(cfg),
+                                             *workers])
 
         def bound() -> bool:
+            if self.args.workers > 1:   # any worker lists every bind of the cluster
+                binds = http_json("GET", f"{self.api}/v1/binds", token=OPERATOR_TOKEN)["binds"]
+                return len(binds) >= TOTAL_BINDS and all(b["state"] == "bound" for b in binds)
             health = http_json("GET", f"{self.api}/healthz")
             return health["binds"] > 0 and health["bound"] >= health["binds"] - expect_unbound
         wait_until(bound, 30.0, "the bridge's binds")
@@ -807,7 +837,9 @@ def run_throughput(system: System, args: argparse.Namespace, pool: NumberPool, r
     sub0 = system.sim_accepted()
     base = system.receiver_summary()
     procs = (system.bridge, system.sim, system.receiver)
-    cpu0 = [proc_usage(p.pid).cpu_s for p in procs] + [self_cpu(), postgres_cpu()]
+    cpu0 = [tree_cpu(system.bridge.pid)] + [proc_usage(p.pid).cpu_s for p in procs[1:]] + [self_cpu(),
+                                                                                         postgres_cpu()]
+    busy0 = machine_jiffies()
     statements0 = system.metrics().get("smpp_bridge_store_statements_total", 0.0)
     t0 = time.time()
     timeline = _Timeline(t0, sub0, base["distinct"], cpu0[0], latency=args.plot is not None)
@@ -831,7 +863,9 @@ def run_throughput(system: System, args: argparse.Namespace, pool: NumberPool, r
     res = offer.join(5.0)
     expected = base["distinct"] + len(res.accepted_ids)
     summary = wait_reports(system, expected, max(1.0, deadline - time.monotonic()), sample)
-    cpu1 = [proc_usage(p.pid).cpu_s for p in procs] + [self_cpu(), postgres_cpu()]
+    cpu1 = [tree_cpu(system.bridge.pid)] + [proc_usage(p.pid).cpu_s for p in procs[1:]] + [self_cpu(),
+                                                                                         postgres_cpu()]
+    busy1 = machine_jiffies()
     statements = system.metrics().get("smpp_bridge_store_statements_total", 0.0) - statements0
     stop_py_spy(spy, log)
     wall = summary["last_ack"] - t0 if summary["distinct"] >= expected else time.time() - t0
@@ -860,7 +894,8 @@ def run_throughput(system: System, args: argparse.Namespace, pool: NumberPool, r
                     load_generator_s=round(deltas[3], 2), wall_s=round(wall, 2),
                     database_s=round(deltas[4], 2),
                     bridge_and_db_s_per_message=round((deltas[0] + deltas[4]) / max(1, n), 6),
-                    statements_per_message=round(statements / max(1, n), 2))
+                    statements_per_message=round(statements / max(1, n), 2),
+                    machine_busy_pct=round(100 * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]), 1))
     return tp, cpu, timeline.rows
 
 
@@ -995,6 +1030,7 @@ def print_throughput(results: dict[str, Any]) -> None:
             _fmt(cpu.get("bridge_and_db_s_per_message", 0.0) * 1e6 / 1000, " ms"),
             f"database {cpu.get('database_s', 0.0):.1f} s", None)] if results["options"].get("store_url") else []),
         ("SQL statements per message", _fmt(cpu.get("statements_per_message", 0.0), ""), "", None),
+        ("machine busy (all CPUs)", _fmt(cpu.get("machine_busy_pct", 0.0), " %"), "", None),
         ("bridge peak RSS", _fmt(results["bridge_peak_rss_mb"], " MB"), "", None),
         (f"codec ceiling (smpplib, window {codec['window']})", _fmt(codec["rate"], " msg/s"),
          f"client {codec['client_cpu_us_per_submit']:.0f} µs/submit", None),
@@ -1040,6 +1076,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     "processes, temporary store, local callback receiver). Prints a table, writes JSON.")
     p.add_argument("--mode", choices=("throughput", "memory", "retention"), default="throughput",
                    help="retention: intake->submit_sm latency while the pruner deletes --prunable old records")
+    p.add_argument("--workers", type=int, default=1,
+                   help="run the bridge as `smpp-bridge run --workers N` (a cluster on one machine; needs "
+                        "--store-url); CPU is the parent's plus every worker's")
     p.add_argument("--prunable", type=int, default=50_000,
                    help="retention mode: final messages (with a receipt and an acknowledged push each) "
                         "older than the retention window, written before the bridge starts")
@@ -1085,6 +1124,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                  "concurrency", "latency_concurrency", "window"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')}: expected a positive integer")
+    if args.workers > 1 and not args.store_url:
+        p.error("--workers: a cluster needs PostgreSQL (--store-url)")
     if args.plot is not None and args.mode != "throughput":
         p.error("--plot: only the throughput mode has a timeline to plot")
     if args.rate <= 0 or not 0 <= args.long_share <= 1:

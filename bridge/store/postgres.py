@@ -16,6 +16,7 @@ command-line tools and deterministic tests, which have no reactor running.
 from __future__ import annotations
 
 import hashlib
+import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -225,9 +226,18 @@ class PostgresExecutor:
         except StoreError as exc:
             return [_Outcome(False, exc)] * len(ops)
         try:
-            with conn.transaction():
-                tx = _PgTx(conn, self.statements)
-                values = [op(tx) for op in ops]
+            for attempt in range(_ROLLBACK_RETRIES):
+                try:
+                    with conn.transaction():
+                        tx = _PgTx(conn, self.statements)
+                        values = [op(tx) for op in ops]
+                    break
+                except _ROLLED_BACK as exc:
+                    # A deadlock or serialization failure with another instance's
+                    # transaction: PostgreSQL rolled ours back, so the whole batch runs again.
+                    _backoff(attempt, exc)
+            else:
+                return [self._run_alone(conn, op) for op in ops]
             self.commits += 1
             self.commit_seconds += time.perf_counter() - t0
             return [_Outcome(True, v) for v in values]
@@ -242,10 +252,19 @@ class PostgresExecutor:
 
     def _run_alone(self, conn: psycopg.Connection[Any], op: Callable[[Tx], Any]) -> _Outcome:
         try:
-            with conn.transaction():
-                value = op(_PgTx(conn, self.statements))
+            for attempt in range(_ROLLBACK_RETRIES):
+                try:
+                    with conn.transaction():
+                        value = op(_PgTx(conn, self.statements))
+                    break
+                except _ROLLED_BACK as exc:
+                    if attempt == _ROLLBACK_RETRIES - 1:
+                        raise
+                    _backoff(attempt, exc)
             self.commits += 1
             return _Outcome(True, value)
+        except _ROLLED_BACK as exc:
+            return _Outcome(False, StoreError(f"rolled back {_ROLLBACK_RETRIES} times: {exc}"))
         except psycopg.OperationalError as exc:
             self._drop_connection()
             return _Outcome(False, StoreError(f"database unavailable: {exc}"))
@@ -286,6 +305,18 @@ def lock_postgres_store(url: str) -> psycopg.Connection[Any] | None:
         return conn
     conn.close()
     return None
+
+
+_ROLLBACK_RETRIES = 8
+# SQLSTATE class 40: the server rolled the transaction back (deadlock, serialization failure).
+_ROLLED_BACK = (psycopg.errors.TransactionRollback, psycopg.errors.DeadlockDetected,
+                psycopg.errors.SerializationFailure)
+
+
+def _backoff(attempt: int, exc: Exception) -> None:
+    """On the database thread: a short, jittered pause before running a rolled-back batch again."""
+    log.info("store.rolled_back", backend="postgresql", attempt=attempt + 1, error=str(exc).splitlines()[0])
+    time.sleep(random.uniform(0.0005, 0.002) * 2 ** min(attempt, 5))
 
 
 def _nothing(tx: Tx) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.pgserver import PgServer
 from tools import bench
 
 REPO = Path(__file__).resolve().parents[2]
@@ -99,3 +100,12 @@ def test_tiny_retention_run_prunes_the_old_records(tmp_path: Path) -> None:
     assert results["prunable"] == 500
     assert results["latency"]["matched"] == 100
     assert results["all_pruned_after_s"] > 0                  # waited for the pruner to finish them
+
+
+@pytest.mark.timeout(300)
+def test_tiny_run_with_two_workers_on_postgresql(tmp_path: Path, pg_server: PgServer) -> None:
+    """A cluster of two workers behind one port: every report arrives; CPU counts both workers."""
+    results = _run(tmp_path, "--workers", "2", "--store-url", pg_server.new_database(), "--concurrency", "8")
+    assert results["complete"] is True
+    assert results["throughput"]["reports_missing"] == 0
+    assert results["cpu"]["machine_busy_pct"] > 0 and results["cpu"]["database_s"] >= 0
