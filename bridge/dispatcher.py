@@ -158,7 +158,15 @@ class Dispatcher:
         if self._stopping:
             self._store.messages.requeue([r.id for r in records], possible_duplicate=False)
             return
-        link.enqueue([_outbound(r) for r in records])
+        # The link may have lost binds while the store answered (a cluster slot handed over):
+        # what it has no room for any more goes back to the queue, unsent, for whoever binds.
+        fits = max(0, link.room())
+        if fits < len(records):
+            self._store.messages.requeue([r.id for r in records[fits:]], possible_duplicate=False)
+            records = records[:fits]
+            self.kick()
+        if records:
+            link.enqueue([_outbound(r) for r in records])
 
     # -- outcomes ----------------------------------------------------------------------
 

@@ -395,3 +395,25 @@ class TestDispatchDurability:
         assert [s.state for s in result_of(reopened.messages.segment_details("m"))] == ["dispatched"]
         result_of(reopened.close())
         result_of(store.close())
+
+    def test_segments_a_link_lost_room_for_go_back_to_the_queue(self, tmp_path: Path, clock: Clock) -> None:
+        """Taken while the link had a bind, answered after it lost it (a cluster slot handed
+        over): the segment is not stranded in a link nobody sends from, it is queued again."""
+        store, _ = open_sqlite(tmp_path / "s.db", clock=clock)
+        fin = Finaliser(store, now=clock.seconds)
+        matcher = ReceiptMatcher(store, fin, StatusMap.load(), PROFILES, now=clock.seconds)
+        disp = Dispatcher(store, fin, matcher, PROFILES, reactor=clock, now=clock.seconds)
+        link = FakeLink()
+        disp.add_link("cmcc", link)
+        _insert(store, [_message("m")])
+        result_of(store.flush())
+        disp.kick()                  # taken; handed over after the mark commits
+        link._room = 0               # ...by which time the link has no bind left
+        clock.advance(0.01)
+        assert link.queued == []
+        assert [s.state for s in result_of(store.messages.segment_details("m"))] == ["queued"]
+        link._room = 100             # a bind again: the next feed takes it
+        disp.kick()
+        _run(clock)
+        assert len(link.queued) == 1 and link.queued[0].possible_duplicate is False
+        result_of(store.close())
