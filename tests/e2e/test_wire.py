@@ -14,8 +14,12 @@ from tests.e2e.harness import Bridge, BridgeOptions, Receiver, wait_for
 
 TSHARK = shutil.which("tshark")
 EXPERT_WARNING = 0x600000   # tshark severities: chat 0x200000, note 0x400000, warn 0x600000, error 0x800000
+# Expert group of TCP sequence analysis (retransmissions, D-SACK): the kernel's doing on a loaded loopback,
+# not something the bridge or the simulator wrote, so it is not judged here.
+TCP_SEQUENCE_GROUP = 0x02000000
 FIELDS = ("frame.number", "tcp.len", "tcp.reassembled_in", "smpp.command_id", "_ws.malformed",
-          "_ws.expert.severity", "gsm_sms.udh.mm.msg_id", "gsm_sms.udh.mm.msg_parts", "gsm_sms.udh.mm.msg_part",
+          "_ws.expert.severity", "_ws.expert.group", "tcp.analysis.retransmission",
+          "gsm_sms.udh.mm.msg_id", "gsm_sms.udh.mm.msg_parts", "gsm_sms.udh.mm.msg_part",
           "smpp.sar_msg_ref_num", "smpp.sar_total_segments", "smpp.sar_segment_seqnum")
 
 pytestmark = pytest.mark.skipif(
@@ -84,10 +88,12 @@ def test_everything_on_the_wire_is_well_formed_smpp(tmp_path: Path, receiver: Re
         assert commands[cmd] > 0, f"no {cmd} on the wire: {commands}"
     for r in rows:
         payload = int(r["tcp.len"][0]) if r["tcp.len"] else 0
-        if payload:
+        if payload and not r["tcp.analysis.retransmission"]:
+            # A retransmitted segment repeats bytes already dissected from the original; tshark leaves it raw.
             assert r["smpp.command_id"] or r["tcp.reassembled_in"], f"frame {r['frame.number']} is not SMPP"
         assert not r["_ws.malformed"], f"frame {r['frame.number']} is malformed"
-        worst = max((int(s) for s in r["_ws.expert.severity"]), default=0)
+        worst = max((int(s) for s, g in zip(r["_ws.expert.severity"], r["_ws.expert.group"], strict=True)
+                     if int(g) != TCP_SEQUENCE_GROUP), default=0)
         assert worst < EXPERT_WARNING, f"frame {r['frame.number']} has an expert warning ({worst:#x})"
 
     udh_parts: dict[tuple[str, str], Counter[int]] = defaultdict(Counter)
