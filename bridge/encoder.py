@@ -130,6 +130,13 @@ def _atoms(text: str, encoding: str) -> list[bytes]:
     return [char.encode("utf-16-be") for char in text]
 
 
+def _utf16(text: str) -> bytes:
+    try:
+        return text.encode("utf-16-be")
+    except UnicodeEncodeError as exc:   # only a lone surrogate cannot be encoded
+        raise ValueError(f"text has a lone UTF-16 surrogate at index {exc.start}") from None
+
+
 def _pack(atoms: list[bytes], capacity: int) -> tuple[bytes, ...]:
     chunks: list[bytes] = []
     current = bytearray()
@@ -149,6 +156,10 @@ def _plan(text: str, mainland: bool, concat: str) -> _Plan:
         encoding, data_coding, unit, single = "gsm7", 0, 1, _GSM7_SINGLE
     else:
         encoding, data_coding, unit, single = "ucs2", 8, 2, _UCS2_SINGLE
+    if encoding == "ucs2":
+        whole = _utf16(text)
+        if len(whole) <= single:   # the common case: one segment, no atoms to split on
+            return _Plan(encoding, data_coding, len(whole) // unit, (whole,))
     atoms = _atoms(text, encoding)
     octets = sum(map(len, atoms))
     if octets <= single:

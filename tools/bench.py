@@ -829,7 +829,10 @@ def run_throughput(system: System, args: argparse.Namespace, pool: NumberPool, r
                    log: Callable[[str], None]) -> tuple[ThroughputResult, CpuResult, list[dict[str, float]]]:
     """Offer the mixed workload as fast as the API takes it; wait for every report."""
     assert system.bridge and system.sim and system.receiver
-    requests = mixed_workload(args.messages, pool, rng, system.callback_url, args.long_share)
+    if args.recipients:
+        requests = single_workload(args.messages, pool, rng, system.callback_url, batch=args.recipients)
+    else:
+        requests = mixed_workload(args.messages, pool, rng, system.callback_url, args.long_share)
     multi = sum(len(r.numbers) for r in requests if r.long)
     log(f"throughput phase: {args.messages} messages in {len(requests)} requests "
         f"({multi} multi-segment), {args.concurrency} connections")
@@ -1094,6 +1097,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=4, help="keep-alive connections of the bulk phases")
     p.add_argument("--latency-concurrency", type=int, default=16, help="connections of the paced phase")
     p.add_argument("--long-share", type=float, default=0.2, help="share of multi-segment requests")
+    p.add_argument("--recipients", type=int, default=0, metavar="N",
+                   help="throughput phase: one-segment messages, exactly N recipients per request (1: the "
+                        "single-recipient load of issue 13; 0: the mixed batches of 1..100)")
     p.add_argument("--window", type=int, default=10, help="the bridge's window per bind")
     p.add_argument("--commit-interval-ms", type=int, default=5, help="the bridge's group-commit interval")
     p.add_argument("--store-url", default=None, metavar="URL",
@@ -1130,6 +1136,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--plot: only the throughput mode has a timeline to plot")
     if args.rate <= 0 or not 0 <= args.long_share <= 1:
         p.error("--rate must be > 0 and --long-share within 0..1")
+    if not 0 <= args.recipients <= 1000:
+        p.error("--recipients: expected 0 (mixed batches) or 1..1000 recipients per request")
     if args.timeout is None:
         biggest = args.queued if args.mode == "memory" else args.messages
         args.timeout = max(120.0, biggest / 100)

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import structlog
-from sqlite_utils import Database, Migrations
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
@@ -30,6 +29,13 @@ from twisted.python.failure import Failure
 from bridge.store.executor import Dialect, StatementCount, StoreError, StoreInUseError, Tx
 from bridge.store.schema import MIGRATIONS
 from bridge.store.sql import SqlStore
+from bridge.unimported import unimported
+
+# sqlite-utils imports numpy and pandas when they are installed (a bench or test
+# environment has numpy) only to map their column types, which the bridge never stores:
+# numpy alone is 13 MB of the daemon's resident memory.
+with unimported("numpy", "pandas"):
+    from sqlite_utils import Database, Migrations
 
 __all__ = ["SqliteExecutor", "lock_sqlite_store", "open_sqlite"]
 
