@@ -135,7 +135,8 @@ class Daemon:
                                      clock=reactor, api=self._api_address,
                                      binds=lambda: binds_json(self.dispatcher.bind_status()),
                                      on_view=self._cluster_seen)
-        self.intake = IntakeService(cfg, store, self.router, self.finaliser, clock_now=now)
+        self.intake = IntakeService(cfg, store, self.router, self.finaliser, clock_now=now,
+                                    on_queued=self.dispatcher.kick)
         self.gauges = StoreGauges(store)
         self.pruner = Pruner(store, cfg.store.retention_days, clock=reactor, now=now)
         self.api_state = ApiState(

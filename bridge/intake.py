@@ -133,8 +133,12 @@ class IntakeService:
     """Validates requests and applies the pre-send rules; the API layer stores and answers."""
 
     def __init__(self, config: BridgeConfig, store: Store, router: Router, finaliser: Finaliser, *,
-                 clock_now: Callable[[], float], refs: ConcatRefCounter | None = None) -> None:
+                 clock_now: Callable[[], float], refs: ConcatRefCounter | None = None,
+                 on_queued: Callable[[], None] | None = None) -> None:
         self._config = config
+        # Told as soon as messages are queued, before their commit: the dispatcher takes
+        # them in the same transaction, so they are sendable the moment it is durable.
+        self._on_queued = on_queued
         self._store = store
         self._router = router
         self._finaliser = finaliser
@@ -180,6 +184,8 @@ class IntakeService:
         query = AdmissionQuery(req.sender, numbers, tuple(n for n in numbers if self._limiter.applies_to(n)),
                                now - 86_400)
         accepted = await self._store.messages.admit(query, lambda facts: self._decide(rows, drafts, facts, now))
+        if accepted.messages and self._on_queued is not None:
+            self._on_queued()
         await gatherResults([self._finaliser.message_final(mid, v.status, v.org_code, 0, now)
                              for mid, v in accepted.finals], consumeErrors=True)
         await self._store.durable()

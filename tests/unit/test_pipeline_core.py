@@ -387,9 +387,32 @@ class TestDispatchDurability:
         disp.add_link("cmcc", link)
         _insert(store, [_message("m")])
         result_of(store.flush())
-        disp.kick()                  # feeds after a commit (nothing pending: at once)
+        disp.kick()                  # feeds at the next turn of the reactor
+        clock.advance(0)
         assert link.queued == []     # taken and marked, but not handed over before the mark commits
+        assert [s.state for s in result_of(store.messages.segment_details("m"))] == ["dispatched"]
         clock.advance(0.01)
+        assert len(link.queued) == 1
+        reopened, _ = open_sqlite(tmp_path / "s.db", clock=clock)
+        assert [s.state for s in result_of(reopened.messages.segment_details("m"))] == ["dispatched"]
+        result_of(reopened.close())
+        result_of(store.close())
+
+    def test_queued_and_dispatched_share_one_commit(self, tmp_path: Path, clock: Clock) -> None:
+        """Kicked while the rows that queued a segment are uncommitted, the dispatcher takes it in
+        the same transaction: one group commit later it is sent (not two), never before."""
+        store, executor = open_sqlite(tmp_path / "s.db", clock=clock)
+        fin = Finaliser(store, now=clock.seconds)
+        matcher = ReceiptMatcher(store, fin, StatusMap.load(), PROFILES, now=clock.seconds)
+        disp = Dispatcher(store, fin, matcher, PROFILES, reactor=clock, now=clock.seconds)
+        link = FakeLink()
+        disp.add_link("cmcc", link)
+        _insert(store, [_message("m")])   # intake's rows, in the open transaction
+        disp.kick()
+        clock.advance(0)
+        assert executor.commits == 0 and link.queued == []
+        clock.advance(0.01)
+        assert executor.commits == 1
         assert len(link.queued) == 1
         reopened, _ = open_sqlite(tmp_path / "s.db", clock=clock)
         assert [s.state for s in result_of(reopened.messages.segment_details("m"))] == ["dispatched"]
@@ -408,6 +431,7 @@ class TestDispatchDurability:
         _insert(store, [_message("m")])
         result_of(store.flush())
         disp.kick()                  # taken; handed over after the mark commits
+        clock.advance(0)
         link._room = 0               # ...by which time the link has no bind left
         clock.advance(0.01)
         assert link.queued == []
