@@ -41,7 +41,7 @@ class ApiState:
     binds: Callable[[], list[Any]] = list
     metrics: Callable[[], bytes] = lambda: b""
     health: Callable[[], dict[str, Any]] = dict
-    after_accept: Callable[[], None] = lambda: None
+    after_replay: Callable[[], None] = lambda: None   # an operator revived a dead-lettered push
     after_blacklist_change: Callable[[], None] = lambda: None
     openapi: Callable[[], dict[str, Any]] = dict
     finalised: Callable[[], dict[str, int]] = dict
@@ -175,7 +175,6 @@ class SmsResource(_Base):
             return _error(request, 400, exc.code, exc.description)
 
         def committed(accepted: Any) -> _Answer:
-            ctx.state.after_accept()
             return _Answer(200, {"code": "000000", "description": "Success",
                                  "result": [r.as_json() for r in accepted.rows]}, strings_only=True)
 

@@ -140,7 +140,7 @@ class Daemon:
         self.gauges = StoreGauges(store)
         self.pruner = Pruner(store, cfg.store.retention_days, clock=reactor, now=now)
         self.api_state = ApiState(
-            binds=self.cluster_status.binds, health=self._health, after_accept=self._after_accept,
+            binds=self.cluster_status.binds, health=self._health, after_replay=self._wake_pusher,
             metrics=render_metrics(self._metric_sources()),
             openapi=lambda: openapi_document(cfg),
             finalised=lambda: dict(self.finaliser.finalised), gauges=lambda: self.gauges,
@@ -248,9 +248,6 @@ class Daemon:
                 log.info("held.released", messages=len(ids))
                 self.dispatcher.kick()
         return self.store.messages.release_held(self.reactor.seconds()).addCallback(released)
-
-    def _after_accept(self) -> None:
-        self.dispatcher.kick()   # reports of messages refused at intake reach the pusher as offers
 
     def _wake_pusher(self) -> None:
         self.store.durable().addCallback(lambda _: self.pusher.wake())

@@ -57,6 +57,7 @@ class Dispatcher:
         self._now = now
         self.links: dict[str, LinkLike] = {}
         self._feed_pending = False
+        self._kicked: set[str] | None = set()   # links the pending feed covers (None: every one)
         self._stopping = False
         self._marking: dict[str, int] = {}   # taken from the store, waiting for their commit
         self.submitted = 0
@@ -111,8 +112,11 @@ class Dispatcher:
 
     # -- feeding -----------------------------------------------------------------------
 
-    def kick(self) -> None:
+    def kick(self, carriers: Iterable[str] | None = None) -> None:
         """Feed the links at the next turn of the reactor (one feed however many kicks).
+
+        ``carriers``: only those links have new work or room (the default: every link).
+        A feed asks the store once per link it feeds, so intake names its carriers.
 
         Segments are taken in the transaction that is open then, usually the one that
         queued them, so one group commit makes the message and its "dispatched" mark
@@ -120,16 +124,25 @@ class Dispatcher:
         segment reaches its link only once that commit is done (``_taken``); if it fails,
         the rows that queued the segment are gone with it and nothing is sent.
         """
-        if self._feed_pending or self._stopping:
+        if self._stopping:
+            return
+        if carriers is None:
+            self._kicked = None
+        elif self._kicked is not None:
+            self._kicked.update(carriers)
+        if self._feed_pending:
             return
         self._feed_pending = True
         self._reactor.callLater(0, self._feed)
 
     def _feed(self) -> None:
+        kicked, self._kicked = self._kicked, set()
         self._feed_pending = False
         if self._stopping:
             return
         for carrier, link in self.links.items():
+            if kicked is not None and carrier not in kicked:
+                continue
             room = link.room() - self._marking.get(carrier, 0)
             if room <= 0:
                 continue
@@ -194,7 +207,7 @@ class Dispatcher:
             d = self._store.messages.record_submitted(accepted)
             d.addCallback(lambda early: self._matcher.apply_early(early) if early else None)
             d.addErrback(self._failed)
-        self.kick()
+        self.kick({o.segment.carrier for o in outcomes})   # room freed on these links
 
     def _failed(self, failure: Any) -> None:
         log.error("dispatch.outcome_not_stored", error=str(failure.value))

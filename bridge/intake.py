@@ -134,7 +134,7 @@ class IntakeService:
 
     def __init__(self, config: BridgeConfig, store: Store, router: Router, finaliser: Finaliser, *,
                  clock_now: Callable[[], float], refs: ConcatRefCounter | None = None,
-                 on_queued: Callable[[], None] | None = None) -> None:
+                 on_queued: Callable[[set[str]], None] | None = None) -> None:
         self._config = config
         # Told as soon as messages are queued, before their commit: the dispatcher takes
         # them in the same transaction, so they are sendable the moment it is durable.
@@ -185,7 +185,7 @@ class IntakeService:
                                now - 86_400)
         accepted = await self._store.messages.admit(query, lambda facts: self._decide(rows, drafts, facts, now))
         if accepted.messages and self._on_queued is not None:
-            self._on_queued()
+            self._on_queued({m.carrier for m in accepted.messages if m.carrier is not None})
         await gatherResults([self._finaliser.message_final(mid, v.status, v.org_code, 0, now)
                              for mid, v in accepted.finals], consumeErrors=True)
         await self._store.durable()

@@ -165,7 +165,7 @@ class ReplayPushResource(_Base):
             return _Answer(404, {"code": "E200404", "description": f"outbox {outbox_id}: no such dead-lettered push"})
         await store.durable()
         log.info("outbox.replayed_by_operator", outbox_id=outbox_id)
-        self.ctx.state.after_accept()
+        self.ctx.state.after_replay()
         return _Answer(200, {"code": "000000", "description": "queued", "id": outbox_id})
 
 

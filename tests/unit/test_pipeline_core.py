@@ -419,6 +419,32 @@ class TestDispatchDurability:
         result_of(reopened.close())
         result_of(store.close())
 
+    def test_a_kick_naming_carriers_feeds_only_their_links(self, tmp_path: Path, clock: Clock) -> None:
+        """Intake names the carriers it queued for: the other links are not asked about (one store
+        statement per link fed), until a kick for every link, e.g. the periodic one."""
+        import dataclasses
+
+        store, executor = open_sqlite(tmp_path / "s.db", clock=clock)
+        fin = Finaliser(store, now=clock.seconds)
+        matcher = ReceiptMatcher(store, fin, StatusMap.load(), PROFILES, now=clock.seconds)
+        disp = Dispatcher(store, fin, matcher, PROFILES, reactor=clock, now=clock.seconds)
+        cmcc, cucc = FakeLink(), FakeLink()
+        disp.add_link("cmcc", cmcc)
+        disp.add_link("cucc", cucc)
+        _insert(store, [_message("m"), dataclasses.replace(_message("u", recipient="+8613012345678"),
+                                                          carrier="cucc")])
+        before = executor.statements.n
+        disp.kick({"cmcc"})
+        disp.kick({"cmcc"})
+        clock.advance(0.01)
+        assert [s.carrier for s in cmcc.queued] == ["cmcc"] and cucc.queued == []
+        assert executor.statements.n - before == 1   # one take (cmcc's), no query for cucc
+        disp.kick()
+        clock.advance(0)
+        clock.advance(0.01)
+        assert [s.carrier for s in cucc.queued] == ["cucc"]
+        result_of(store.close())
+
     def test_segments_a_link_lost_room_for_go_back_to_the_queue(self, tmp_path: Path, clock: Clock) -> None:
         """Taken while the link had a bind, answered after it lost it (a cluster slot handed
         over): the segment is not stranded in a link nobody sends from, it is queued again."""
