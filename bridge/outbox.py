@@ -184,6 +184,7 @@ class Pusher:
         self._offered: list[OutboxItem] = []   # queued by this process, waiting for their commit
         self._unsaved: dict[int, _Record] = {}
         self._writes: list[Deferred[None]] = []   # store writes of marks, gathered by the next pump
+        self._acked: list[OutboxItem] = []         # acknowledged this pass: marked in one statement batch
         self._rewrite = False
         self._maybe_due = True      # the store may have due rows we have not fetched
         self._overflow: set[str] = set()   # receivers whose due rows were left in the store (lane full)
@@ -569,6 +570,9 @@ class Pusher:
                 self._on_acked(out, now)
             else:
                 self._on_failed(out, now)
+        if self._acked:
+            acked, self._acked = self._acked, []
+            self._writes.append(self._store.outbox.mark_pushed(acked, now))
         return bool(self._unsaved)
 
     def _on_acked(self, out: _Outcome, now: float) -> None:
@@ -576,7 +580,8 @@ class Pusher:
         push.lane.observe(now - push.started)
         if push.lane.succeeded():
             log.info("push.receiver_recovered", receiver=push.lane.key, backlog=len(push.lane.queue))
-        self._record(_Record(item, _Mark.ACKED, now))
+        self._unsaved[item.id] = _Record(item, _Mark.ACKED, now)
+        self._acked.append(item)
         LATENCY.push_acked(item.kind, item.created_at, now)
         self._pushed += 1
         log.debug("push.acked", outbox_id=item.id, kind=item.kind, ref_id=item.ref_id,
@@ -645,7 +650,7 @@ class Pusher:
     def _write(self, record: _Record) -> None:
         item, outbox = record.item, self._store.outbox
         if record.mark is _Mark.ACKED:
-            d = outbox.mark_pushed(item, record.at)
+            d = outbox.mark_pushed([item], record.at)
         elif record.mark is _Mark.FAILED:
             d = outbox.mark_failed(item, record.next_at, record.error)
         elif record.mark is _Mark.DEAD:

@@ -1212,7 +1212,7 @@ def prefill_prunable(system: System, n: int) -> None:
         for mid in ids:
             result_of(store.receipts.insert_raw("cmcc", mid, "{}", old, None, "unmatched"))
             oid = result_of(store.outbox.queue("report", mid, "http://127.0.0.1:9/old", "{}", old))
-            result_of(store.outbox.mark_pushed(OutboxItem(oid, "report", mid, "", "{}", 0, old, old), old))
+            result_of(store.outbox.mark_pushed([OutboxItem(oid, "report", mid, "", "{}", 0, old, old)], old))
         result_of(store.flush())
     result_of(store.close())
 

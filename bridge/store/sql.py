@@ -556,12 +556,17 @@ class SqlOutbox:
         return self._ex.read(lambda tx: tx.rows(
             "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'")[0][0])
 
-    def mark_pushed(self, item: OutboxItem, now: float) -> Deferred[None]:
+    def mark_pushed(self, items: Sequence[OutboxItem], now: float) -> Deferred[None]:
+        """Acknowledged pushes, in one batch (a pump's worth): acked, and their messages reported."""
+        acked = [(now, item.id) for item in items]
+        reported = [(item.ref_id,) for item in items if item.kind == PushKind.REPORT]
+
         def op(tx: Tx) -> None:
-            tx.run("UPDATE outbox SET state = 'acked', acked_at = ?, attempts = attempts + 1 WHERE id = ?",
-                   (now, item.id))
-            if item.kind == PushKind.REPORT:
-                tx.run("UPDATE messages SET reported = 1 WHERE id = ?", (item.ref_id,))
+            if acked:
+                tx.many("UPDATE outbox SET state = 'acked', acked_at = ?, attempts = attempts + 1 WHERE id = ?",
+                        acked)
+            if reported:
+                tx.many("UPDATE messages SET reported = 1 WHERE id = ?", reported)
         return self._ex.write(op)
 
     def mark_failed(self, item: OutboxItem, next_at: float, error: str) -> Deferred[None]:

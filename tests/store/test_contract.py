@@ -168,7 +168,7 @@ class TestOutbox:
         due = r(store.outbox.due(T0 + 5, 10, exclude=[ids[2]]))
         assert [d.id for d in due] == ids[:2]
         first, second = due
-        r(store.outbox.mark_pushed(first, T0 + 6))
+        r(store.outbox.mark_pushed([first], T0 + 6))
         assert r(store.messages.get("m1")).reported is True
         r(store.outbox.mark_failed(second, T0 + 60, "HTTP 500"))
         assert [d.id for d in r(store.outbox.due(T0 + 7, 10))] == [ids[2]]
@@ -185,6 +185,24 @@ class TestOutbox:
         assert r(store.outbox.revive(second.id, T0 + 8)) is True
         assert r(store.outbox.revive(second.id, T0 + 8)) is False
         assert second.id in [d.id for d in r(store.outbox.due(T0 + 8, 10))]
+
+
+    def test_a_batch_of_acknowledged_pushes(self, store: Store) -> None:
+        """A pump's acknowledgements in one call: every row acked, every reported message marked,
+        an uplink's ref id (an MO id) not taken for a message; an empty batch writes nothing."""
+        r(store.messages.insert([_msg("m1"), _msg("m2"), _msg("m3")]))
+        for mid in ("m1", "m2", "m3"):
+            r(store.outbox.queue(PushKind.REPORT, mid, "http://r", "{}", T0))
+        r(store.outbox.queue(PushKind.UPLINK, "m3", "http://r/u", "{}", T0))
+        due = r(store.outbox.due(T0 + 1, 10))
+        batch = [d for d in due if d.ref_id != "m2"]
+        assert len(batch) == 3
+        r(store.outbox.mark_pushed(batch, T0 + 2))
+        r(store.outbox.mark_pushed([], T0 + 3))
+        assert [d.ref_id for d in r(store.outbox.due(T0 + 4, 10))] == ["m2"]
+        assert [r(store.messages.get(m)).reported for m in ("m1", "m2", "m3")] == [True, False, True]
+        states = {(c.kind, c.state): c.count for c in r(store.outbox.counts())}
+        assert states == {("report", "acked"): 2, ("report", "pending"): 1, ("uplink", "acked"): 1}
 
 
 class TestMoAndBlacklist:
@@ -229,7 +247,7 @@ class TestRetention:
         acked = r(store.outbox.queue(PushKind.REPORT, "old", "http://r", "{}", T0 - 1000))
         r(store.outbox.queue(PushKind.REPORT, "oldq", "http://r", "{}", T0 - 1000))
         (item,) = [i for i in r(store.outbox.due(T0, 10)) if i.id == acked]
-        r(store.outbox.mark_pushed(item, T0 - 999))
+        r(store.outbox.mark_pushed([item], T0 - 999))
         r(store.mo.insert(NewMo("mo1", "cmcc", "+86138", "1069", None, None, "hi", T0 - 1000, False, False, None)))
         got = r(store.messages.prune(T0 - 500, 100))
         assert (got.messages, got.segments) == (1, 2)
