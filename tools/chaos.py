@@ -197,7 +197,10 @@ class Chaos:
             long_text = self.rng.random() < 0.2
             for attempt in range(1, 200):
                 tag = f"r{request}a{attempt}"
-                body = f"chaos {tag} " + ("长消息" * 40 if long_text else "hello")
+                # In a long text the tag recurs every ~30 characters, so each part (67) holds one:
+                # a part of a client's retry never looks like a resend of the first attempt's.
+                body = f"chaos {tag} " + ("".join(f"{'长消息' * 8} {tag} " for _ in range(4)) if long_text
+                                          else "hello")
                 payload = {"from": CHANNEL, "to": batch, "body": body,
                            "statusCallback": self.receiver.url("/reports")}
                 try:

@@ -21,18 +21,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 GROUPS = ("Twisted reactor/transports", "HTTP intake (twisted.web)", "store/SQLite",
-          "smpplib + codec", "outbox HTTP client", "pipeline modules", "JSON", "logging", "other")
+          "smpplib + codec", "outbox HTTP client", "pipeline modules", "JSON", "logging", "other",
+          "store threads (COMMIT, checkpoint)")
+# Samples of the store's worker threads: mostly waiting for fsync, beside the reactor thread.
+_THREAD = re.compile(r"^threading\.py$")
 
 # (pattern on the frame's file, group); first match wins, checked innermost frame first.
 _RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p), g) for p, g in (
-    (r"bridge/outbox\.py|^treq/|twisted/web/(client|_newclient|iweb)\.py|hyperlink/", "outbox HTTP client"),
+    (r"bridge/(outbox|pushclient)\.py|^h11/|^treq/|twisted/web/(client|_newclient|iweb)\.py|hyperlink/",
+     "outbox HTTP client"),
     (r"twisted/web/(server|resource)\.py|^email/|^urllib/|bridge/api\.py|^cgi\.py", "HTTP intake (twisted.web)"),
     (r"bridge/store|sqlite_utils/|^sqlite3/", "store/SQLite"),
     (r"^smpplib/|bridge/smpp/(codec|hotcodec)\.py", "smpplib + codec"),
-    (r"^json/|orjson", "JSON"),
-    (r"structlog/|^logging/|bridge/logs\.py|twisted/logger/|twisted/python/log\.py", "logging"),
+    (r"^json/|orjson|bridge/jsonfast\.py", "JSON"),
+    # (twisted/python/log.py's callWithLogger wraps every I/O event: reactor time, not logging.)
+    (r"structlog/|^logging/|bridge/logs\.py|twisted/logger/", "logging"),
     (r"bridge/(dispatcher|inbound|finaliser|receipts|intake|mo|encoder|textcodec|gsm7|routing|rules"
-     r"|template|numbers|models|ids|metrics|replay|unsubscribe|urlpolicy|daemon)\.py"
+     r"|template|numbers|models|ids|metrics|replay|unsubscribe|urlpolicy|daemon|matching|latency"
+     r"|gauges|retention|webhooks)\.py|bridge/cluster/"
      r"|bridge/smpp/|prometheus_client/|gsm0338/", "pipeline modules"),
 ))
 # Reactor frames keep their own self time: running Deferreds, timers and transports.
@@ -58,6 +64,8 @@ def _rule(path: str) -> str | None:
 
 def group_of(frames: list[str]) -> str:
     """The group of a sample whose stack is ``frames`` (outermost first)."""
+    if any(_THREAD.search(_file(frame)) for frame in frames[:2]):
+        return "store threads (COMMIT, checkpoint)"
     leaf = _file(frames[-1])
     group = _rule(leaf)
     if group is not None:
