@@ -27,7 +27,7 @@ from bridge.rules import FrequencyLimiter, SendingWindow, Verdict
 from bridge.smpp.codec import Pdu
 from bridge.smpp.types import BindStatus, OutboundSegment, StopReport, SubmitOutcome
 from bridge.store import Store, lock_store, result_of
-from bridge.store.sqlite import open_sqlite
+from bridge.store.sqlite import SqliteExecutor, open_sqlite
 from carriers.profiles import format_message_id, load_profiles
 from tests.conftest import Backend
 from tests.storeopen import Opener
@@ -376,13 +376,18 @@ class TestHeld:
         assert [s.message_id for s in result_of(store.messages.take_queued("cmcc", 10))] == ["h"]
 
 
+def _sqlite_dispatcher(tmp_path: Path, clock: Clock) -> tuple[Store, SqliteExecutor, Dispatcher]:
+    """A dispatcher over a real SQLite store whose group commit runs on ``clock``."""
+    store, executor = open_sqlite(tmp_path / "s.db", clock=clock)
+    fin = Finaliser(store, now=clock.seconds)
+    matcher = ReceiptMatcher(store, fin, StatusMap.load(), PROFILES, now=clock.seconds)
+    return store, executor, Dispatcher(store, fin, matcher, PROFILES, reactor=clock, now=clock.seconds)
+
+
 class TestDispatchDurability:
     def test_segment_is_marked_dispatched_durably_before_it_is_sent(self, tmp_path: Path, clock: Clock) -> None:
         """SQLite group commit: a crash between hand-over and the next commit cannot lose the possible-duplicate mark."""
-        store, _ = open_sqlite(tmp_path / "s.db", clock=clock)
-        fin = Finaliser(store, now=clock.seconds)
-        matcher = ReceiptMatcher(store, fin, StatusMap.load(), PROFILES, now=clock.seconds)
-        disp = Dispatcher(store, fin, matcher, PROFILES, reactor=clock, now=clock.seconds)
+        store, _, disp = _sqlite_dispatcher(tmp_path, clock)
         link = FakeLink()
         disp.add_link("cmcc", link)
         _insert(store, [_message("m")])
@@ -401,10 +406,7 @@ class TestDispatchDurability:
     def test_queued_and_dispatched_share_one_commit(self, tmp_path: Path, clock: Clock) -> None:
         """Kicked while the rows that queued a segment are uncommitted, the dispatcher takes it in
         the same transaction: one group commit later it is sent (not two), never before."""
-        store, executor = open_sqlite(tmp_path / "s.db", clock=clock)
-        fin = Finaliser(store, now=clock.seconds)
-        matcher = ReceiptMatcher(store, fin, StatusMap.load(), PROFILES, now=clock.seconds)
-        disp = Dispatcher(store, fin, matcher, PROFILES, reactor=clock, now=clock.seconds)
+        store, executor, disp = _sqlite_dispatcher(tmp_path, clock)
         link = FakeLink()
         disp.add_link("cmcc", link)
         _insert(store, [_message("m")])   # intake's rows, in the open transaction
@@ -424,10 +426,7 @@ class TestDispatchDurability:
         statement per link fed), until a kick for every link, e.g. the periodic one."""
         import dataclasses
 
-        store, executor = open_sqlite(tmp_path / "s.db", clock=clock)
-        fin = Finaliser(store, now=clock.seconds)
-        matcher = ReceiptMatcher(store, fin, StatusMap.load(), PROFILES, now=clock.seconds)
-        disp = Dispatcher(store, fin, matcher, PROFILES, reactor=clock, now=clock.seconds)
+        store, executor, disp = _sqlite_dispatcher(tmp_path, clock)
         cmcc, cucc = FakeLink(), FakeLink()
         disp.add_link("cmcc", cmcc)
         disp.add_link("cucc", cucc)
@@ -448,10 +447,7 @@ class TestDispatchDurability:
     def test_segments_a_link_lost_room_for_go_back_to_the_queue(self, tmp_path: Path, clock: Clock) -> None:
         """Taken while the link had a bind, answered after it lost it (a cluster slot handed
         over): the segment is not stranded in a link nobody sends from, it is queued again."""
-        store, _ = open_sqlite(tmp_path / "s.db", clock=clock)
-        fin = Finaliser(store, now=clock.seconds)
-        matcher = ReceiptMatcher(store, fin, StatusMap.load(), PROFILES, now=clock.seconds)
-        disp = Dispatcher(store, fin, matcher, PROFILES, reactor=clock, now=clock.seconds)
+        store, _, disp = _sqlite_dispatcher(tmp_path, clock)
         link = FakeLink()
         disp.add_link("cmcc", link)
         _insert(store, [_message("m")])
