@@ -104,6 +104,28 @@ def _recent_sends(tx: Tx, recipients: Sequence[str], since: float) -> list[Recen
     return out
 
 
+def _admission_facts(tx: Tx, query: AdmissionQuery) -> AdmissionFacts:
+    """The blacklist entries and counted recent sends of a request's recipients."""
+    numbers, counted = list(query.numbers), list(query.counted)
+    if numbers and counted and len(numbers) <= _IN_LIMIT and len(counted) <= _IN_LIMIT:
+        # The usual request: both reads in one statement (a blacklist row has no created_at).
+        rows = tx.rows(
+            f"SELECT number, NULL, NULL FROM blacklist WHERE channel = ? AND number IN ({_marks(len(numbers))})"
+            " UNION ALL SELECT recipient, created_at, content_hash FROM messages WHERE counted = 1"
+            f" AND recipient IN ({_marks(len(counted))}) AND created_at > ?",
+            (query.channel, *numbers, *counted, query.since))
+        blacklisted = {r[0] for r in rows if r[1] is None}
+        history = [RecentSend(*r) for r in rows if r[1] is not None and r[0] not in blacklisted]
+        return AdmissionFacts(frozenset(blacklisted), tuple(history))
+    found: set[str] = set()
+    for chunk in _chunks(numbers):
+        found.update(r[0] for r in tx.rows(
+            f"SELECT number FROM blacklist WHERE channel = ? AND number IN ({_marks(len(chunk))})",
+            (query.channel, *chunk)))
+    allowed = [n for n in counted if n not in found]
+    return AdmissionFacts(frozenset(found), tuple(_recent_sends(tx, allowed, query.since) if allowed else ()))
+
+
 def _parts_ahead_of_predecessor(tx: Tx, taken: Sequence[SegmentRecord], node: str | None) -> set[int]:
     """Ids of taken parts whose previous part is still queued, dispatched by another
     member, or itself one of these (the wait carries down the message)."""
@@ -169,14 +191,7 @@ class SqlMessages:
         """
         def op(tx: Tx) -> T:
             tx.lock_keys(RECIPIENT_LOCKS, query.numbers)
-            blacklisted: set[str] = set()
-            for chunk in _chunks(list(query.numbers)):
-                blacklisted.update(r[0] for r in tx.rows(
-                    f"SELECT number FROM blacklist WHERE channel = ? AND number IN ({_marks(len(chunk))})",
-                    (query.channel, *chunk)))
-            counted = [n for n in query.counted if n not in blacklisted]
-            history = _recent_sends(tx, counted, query.since) if counted else []
-            messages, result = decide(AdmissionFacts(frozenset(blacklisted), tuple(history)))
+            messages, result = decide(_admission_facts(tx, query))
             _insert_messages(tx, messages)
             return result
         return self._ex.write(op)

@@ -14,7 +14,14 @@ import pytest
 
 from bridge.models import NewMessage, NewMo, NewSegment
 from bridge.store import Store, StoreError, open_store, result_of
-from bridge.store.records import MoPart, PushKind, PushState, SubmitAccepted
+from bridge.store.records import (
+    AdmissionFacts,
+    AdmissionQuery,
+    MoPart,
+    PushKind,
+    PushState,
+    SubmitAccepted,
+)
 from bridge.store.schema import MIGRATIONS
 from tests.conftest import Backend
 
@@ -147,6 +154,34 @@ class TestMessages:
         r(store.messages.insert([_msg("b")]))
         r(store.durable())
         assert r(store.messages.get("b")) is not None
+
+
+class TestAdmission:
+    @pytest.mark.parametrize("recipients", [3, 1200], ids=["one-statement", "chunked"])
+    def test_facts_are_the_blacklist_and_the_counted_sends_of_the_rest(self, store: Store, recipients: int) -> None:
+        """Blacklisted numbers, and recent counted sends of the others only (a blacklisted number's
+        sends, uncounted messages and those before ``since`` are not facts); the messages decided
+        are inserted in the same call. Long requests read in chunks and agree."""
+        numbers = [f"+86138{n:08d}" for n in range(recipients)]
+        black, sent, quiet = numbers[0], numbers[1], numbers[2]
+        r(store.blacklist.add("10690001", black, T0, None))
+        r(store.messages.insert([
+            _msg("s1", recipient=sent, at=T0 - 10, content="a"), _msg("s2", recipient=sent, at=T0 - 5, content="b"),
+            _msg("old", recipient=sent, at=T0 - 100_000), _msg("free", recipient=sent, at=T0, counted=False),
+            _msg("b1", recipient=black, at=T0 - 1)]))
+        seen: list[AdmissionFacts] = []
+
+        def decide(facts: AdmissionFacts) -> tuple[list[NewMessage], str]:
+            seen.append(facts)
+            return [_msg("new", recipient=quiet, at=T0 + 1)], "decided"
+
+        query = AdmissionQuery("10690001", tuple(numbers), tuple(numbers), T0 - 86_400)
+        assert r(store.messages.admit(query, decide)) == "decided"
+        (facts,) = seen
+        assert facts.blacklisted == frozenset({black})
+        assert sorted((s.recipient, s.created_at, s.content_hash) for s in facts.history) == [
+            (sent, T0 - 10, "a"), (sent, T0 - 5, "b")]
+        assert r(store.messages.get("new")).recipient == quiet
 
 
 class TestOutbox:
