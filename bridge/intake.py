@@ -186,8 +186,9 @@ class IntakeService:
         accepted = await self._store.messages.admit(query, lambda facts: self._decide(rows, drafts, facts, now))
         if accepted.messages and self._on_queued is not None:
             self._on_queued({m.carrier for m in accepted.messages if m.carrier is not None})
-        await gatherResults([self._finaliser.message_final(mid, v.status, v.org_code, 0, now)
-                             for mid, v in accepted.finals], consumeErrors=True)
+        if accepted.finals:   # refused at intake (blacklist, limits, no route): final at once
+            await gatherResults([self._finaliser.message_final(mid, v.status, v.org_code, 0, now)
+                                 for mid, v in accepted.finals], consumeErrors=True)
         await self._store.durable()
         self.accepted += len(accepted.messages)
         return accepted
