@@ -73,6 +73,7 @@ _MAX_CODE = 32        # a stat or err longer than this is garbage; keep a bounde
 _JSON_VERSION = 1
 #: Stored characters of each receipt field (JSON-escaped): plenty for any real receipt.
 RAW_FIELD_MAX = 2048
+_JSON_CHARS_MAX = 12   # most ASCII JSON characters for one character: a surrogate pair, "\ud83d\ude00"
 
 # Appendix B exactly: lower-case labels (Text may be capitalised), 3-digit sub/dlvrd,
 # 10-digit dates, 7-character stat, 3-character err, up to 20 characters of text.
@@ -237,7 +238,10 @@ def receipt_to_json(receipt: Receipt) -> str:
 
 
 def _capped(value: str) -> str:
-    """The longest prefix of ``value`` whose ASCII JSON form fits in RAW_FIELD_MAX characters."""
+    """A prefix of ``value`` whose ASCII JSON form fits in RAW_FIELD_MAX characters (cut in
+    proportion to the escaping, so about as long as fits)."""
+    if len(value) * _JSON_CHARS_MAX <= RAW_FIELD_MAX:
+        return value   # fits whatever it holds: the usual receipt field, no encoding to measure
     cut = value[:RAW_FIELD_MAX]
     while len(json.dumps(cut)) - 2 > RAW_FIELD_MAX:
         cut = cut[: len(cut) * RAW_FIELD_MAX // (len(json.dumps(cut)) - 2)]

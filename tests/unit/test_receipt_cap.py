@@ -5,8 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from bridge.receipts import RAW_FIELD_MAX, parse_receipt, receipt_from_json, receipt_to_json
+from bridge.receipts import (
+    RAW_FIELD_MAX,
+    _capped,
+    parse_receipt,
+    receipt_from_json,
+    receipt_to_json,
+)
 from bridge.smpp import codec
 
 HEAD = b"id:0123456789 sub:001 dlvrd:001 submit date:2401011200 done date:2401011201 stat:DELIVRD err:000 text:"
@@ -46,3 +54,20 @@ class TestStoredSize:
         stored = receipt_to_json(receipt)
         assert "truncated" not in json.loads(stored)
         assert receipt_from_json(stored) == receipt
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=RAW_FIELD_MAX // 12))
+def test_a_field_short_enough_is_kept_without_measuring(value: str) -> None:
+    """The short-field fast path: any text of up to RAW_FIELD_MAX / 12 characters (control
+    characters, quotes, astral ones, lone surrogates) fits the cap as JSON, so it is kept whole."""
+    assert len(json.dumps(value)) - 2 <= RAW_FIELD_MAX
+    assert _capped(value) == value
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(alphabet=st.sampled_from(["a", "\x00", "\U0001F600", '"', "長"]), min_size=171, max_size=3000))
+def test_a_longer_field_is_cut_to_a_prefix_that_fits(value: str) -> None:
+    kept = _capped(value)
+    assert value.startswith(kept) and len(json.dumps(kept)) - 2 <= RAW_FIELD_MAX
+    assert kept == value or len(json.dumps(kept)) - 2 > RAW_FIELD_MAX // 2   # cut, not emptied
