@@ -278,6 +278,10 @@ class IntakeService:
         drafts: list[_Draft] = []
         seen: set[str] = set()
         release_at = None if klass == "otp" else self._window.release_at(now)
+        # One text for every recipient: its hash, and a one-part encoding (no concatenation
+        # reference, so no destination in it), are worked out once per request.
+        hashes: dict[str, str] = {}
+        one_part: dict[tuple[str, bool, str], tuple[NewSegment, ...]] = {}
         for given, number in req.recipients:
             mid = new_message_id(now)
             if number in seen:
@@ -290,7 +294,9 @@ class IntakeService:
             carrier = None
             mainland = number.startswith("+86")
             text = f"[{signature}]{content}" if mainland else content
-            content_hash = hashlib.blake2b(text.encode("utf-8"), digest_size=10).hexdigest()
+            content_hash = hashes.get(text)
+            if content_hash is None:
+                content_hash = hashes[text] = hashlib.blake2b(text.encode("utf-8"), digest_size=10).hexdigest()
             try:
                 route = self._router.route(number)
                 carrier, mainland = route.carrier, route.mainland
@@ -301,14 +307,18 @@ class IntakeService:
                 if carrier not in self._config.carriers:
                     late = Verdict("NOROUTE", "SC:NOCARRIER", f"carrier {carrier} is not configured")
                 else:
-                    profile = self._config.carriers[carrier].profile
-                    try:
-                        encoded = encode_message(text, destination=number, mainland=mainland,
-                                                 concat=profile.concat, refs=self._refs)
-                    except (MessageTooLongError, ValueError) as exc:
-                        raise IntakeError("E200023", f"body: {exc}") from None
-                    segments = tuple(NewSegment(s.seq, s.total, s.short_message, s.data_coding, s.esm_class,
-                                                s.ref, s.sar) for s in encoded.segments)
+                    concat = self._config.carriers[carrier].profile.concat
+                    segments = one_part.get((text, mainland, concat), ())
+                    if not segments:
+                        try:
+                            encoded = encode_message(text, destination=number, mainland=mainland,
+                                                     concat=concat, refs=self._refs)
+                        except (MessageTooLongError, ValueError) as exc:
+                            raise IntakeError("E200023", f"body: {exc}") from None
+                        segments = tuple(NewSegment(s.seq, s.total, s.short_message, s.data_coding,
+                                                    s.esm_class, s.ref, s.sar) for s in encoded.segments)
+                        if len(segments) == 1:
+                            one_part[text, mainland, concat] = segments
             sendable = verdict is None and late is None
             held = sendable and release_at is not None
             drafts.append(_Draft(number, NewMessage(

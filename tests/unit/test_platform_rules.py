@@ -8,6 +8,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from bridge.config import BridgeConfig, load_config
+from bridge.encoder import ConcatRefCounter
 from bridge.finaliser import Finaliser
 from bridge.intake import IntakeError, IntakeService
 from bridge.models import NewMessage
@@ -149,3 +150,51 @@ class TestFrequencyScope:
         finals = {mid: v.org_code for mid, v in accepted.finals}
         by_number = {m.recipient: finals.get(m.id) for m in accepted.messages}
         assert by_number == {"+8613812345678": "SC:LIMIT1M", "+14155550100": None}
+
+
+class _CountingRefs(ConcatRefCounter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.taken: list[str] = []
+
+    def next(self, destination: str, bits: int) -> int:
+        self.taken.append(destination)
+        return super().next(destination, bits)
+
+
+class TestEncodingPerRequest:
+    NUMBERS = ["+8613812340001", "+8613812340002", "+8613812340003"]
+
+    def _accept(self, tmp_path: Path, store: Store, text: str) -> tuple[_CountingRefs, list[list[bytes]]]:
+        cfg = _config(tmp_path)
+        profiles, numbering = load_profiles()
+        refs = _CountingRefs()
+        intake = IntakeService(cfg, store, Router(profiles, numbering), Finaliser(store, now=lambda: NOW),
+                               clock_now=lambda: NOW, refs=refs)
+        d = intake.submit(cfg.apps["a"], {"from": "10690001", "to": self.NUMBERS, "body": text})
+        store.flush()
+        accepted = result_of(d)
+        parts = [[s.short_message for s in m.segments] for m in accepted.messages]
+        return refs, parts
+
+    def test_a_one_part_text_is_encoded_once_for_every_recipient(self, tmp_path: Path, store: Store,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+        import bridge.intake
+
+        calls: list[str] = []
+        real = bridge.intake.encode_message
+
+        def counting(text: str, **kw: object) -> object:
+            calls.append(str(kw["destination"]))
+            return real(text, **kw)
+
+        monkeypatch.setattr(bridge.intake, "encode_message", counting)
+        refs, parts = self._accept(tmp_path, store, "短信" * 10)
+        assert calls == self.NUMBERS[:1] and refs.taken == []
+        assert len(parts) == 3 and parts[0] == parts[1] == parts[2] and len(parts[0]) == 1
+
+    def test_a_long_text_takes_a_reference_per_recipient(self, tmp_path: Path, store: Store) -> None:
+        """Each recipient's parts carry a reference of its own destination's counter."""
+        refs, parts = self._accept(tmp_path, store, "长短信" * 40)
+        assert refs.taken == self.NUMBERS
+        assert [len(p) for p in parts] == [2, 2, 2]
