@@ -148,6 +148,14 @@ class LoopbackEndpoint:
         return succeed(client)
 
 
+def fired(d: Deferred) -> object:
+    """What ``d`` has already fired with (a result or a Failure); fails the test if it has not."""
+    out: list[object] = []
+    d.addBoth(out.append)
+    assert out, "Deferred has not fired"
+    return out[0]
+
+
 def bind_config(**overrides: object) -> BindConfig:
     values: dict[str, object] = {
         "carrier": "cmcc", "host": "127.0.0.1", "port": 2775, "system_id": "esme",

@@ -8,20 +8,12 @@ from __future__ import annotations
 import pytest
 import structlog
 from smpplib import consts
-from twisted.internet.defer import Deferred
 
 from bridge.smpp.config import LinkPolicy
 from bridge.smpp.state import BindState
 from bridge.smpp.status import NO_RESPONSE, UNENCODABLE
 from bridge.smpp.types import StopReport
-from tests.binds.fakes import Harness, bind_config, segments
-
-
-def _result(d: Deferred) -> object:
-    out: list[object] = []
-    d.addBoth(out.append)
-    assert out, "Deferred has not fired"
-    return out[0]
+from tests.binds.fakes import Harness, bind_config, fired, segments
 
 
 class TestWindow:
@@ -389,7 +381,7 @@ class TestStop:
         for proto, pdu in h.smsc.held:
             proto.answer_submit(pdu, 0)
         h.settle()
-        assert _result(d) == StopReport((), ())
+        assert fired(d) == StopReport((), ())
         assert h.accepted_ids() == [1, 2, 3, 4, 5]
         assert h.link.binds[0].state is BindState.STOPPED
 
@@ -405,7 +397,7 @@ class TestStop:
         h.advance(1.9)
         assert not d.called
         h.advance(6.0)
-        report = _result(d)
+        report = fired(d)
         assert report == StopReport((1, 2, 3, 4, 5, 6), (1, 2, 3))
         h.link.enqueue(segments(7, 1))
         assert h.link.room() == 0
@@ -416,7 +408,7 @@ class TestStop:
         h.endpoint.refuse = True
         h.start()
         d = h.link.stop(5.0)
-        assert _result(d) == StopReport()
+        assert fired(d) == StopReport()
         before = h.endpoint.attempts
         h.advance(100.0, step=5.0)
         assert h.endpoint.attempts == before

@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred
-
 from bridge.smpp.state import BindState
 from bridge.smpp.types import StopReport
-from tests.binds.fakes import Harness, bind_config, segments
-
-
-def _result(d: Deferred) -> object:
-    out: list[object] = []
-    d.addBoth(out.append)
-    assert out, "Deferred has not fired"
-    return out[0]
+from tests.binds.fakes import Harness, bind_config, fired, segments
 
 
 class TestLeasedLink:
@@ -47,7 +38,7 @@ class TestLeasedLink:
         h.settle()
         d = h.link.close_bind(1, 0.0, abort=True)
         h.settle()
-        report = _result(d)
+        report = fired(d)
         assert isinstance(report, StopReport)
         assert sorted(report.unfinished) == [1, 2, 3] and report.maybe_sent == (1,)
         assert h.link.room() == 0
@@ -61,7 +52,7 @@ class TestLeasedLink:
         h.settle()
         d = h.link.close_bind(1, 1.0)
         h.advance(1.0)
-        assert _result(d) is None
+        assert fired(d) is None
         h.link.enqueue(segments(1, 4))
         h.settle()
         assert sorted(h.accepted_ids()) == [1, 2, 3, 4]
@@ -75,7 +66,7 @@ class TestLeasedLink:
         h.settle()
         d = h.link.close_bind(1, 0.0, abort=True)
         h.settle()
-        _result(d)
+        fired(d)
         h.link.open_bind(1)
         h.settle()
         assert h.link.snapshot()[0].state == BindState.BOUND.value
