@@ -28,7 +28,7 @@ _THREAD = re.compile(r"^threading\.py$")
 
 # (pattern on the frame's file, group); first match wins, checked innermost frame first.
 _RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p), g) for p, g in (
-    (r"bridge/(outbox|pushclient)\.py|^h11/|^treq/|twisted/web/(client|_newclient|iweb)\.py|hyperlink/",
+    (r"bridge/(outbox|pushclient)\.py|^httptools/|^treq/|twisted/web/(client|_newclient|iweb)\.py|hyperlink/",
      "outbox HTTP client"),
     (r"twisted/web/(server|resource)\.py|^email/|^urllib/|bridge/api\.py|^cgi\.py", "HTTP intake (twisted.web)"),
     (r"bridge/store|sqlite_utils/|^sqlite3/", "store/SQLite"),

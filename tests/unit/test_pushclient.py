@@ -167,3 +167,69 @@ def test_https_and_default_ports() -> None:
     _, transport = endpoints.made[0]
     assert b"host: example.com\r\n" in transport.value()
     assert (endpoints.targets[0].scheme, endpoints.targets[0].port) == (b"https", 443)
+
+
+def test_a_header_value_with_a_line_break_is_never_sent(pool: tuple[PushConnectionPool, Endpoints, Clock]) -> None:
+    client, endpoints, _ = pool
+    got = _fired(client.request("POST", URL, data=BODY, headers={"X-Evil": ["a\r\nX-Injected: 1"]}))
+    _, transport = endpoints.made[0]
+    [failure] = got
+    assert failure.check(ResponseBroken) and "X-Evil" in failure.getErrorMessage()
+    assert transport.value() == b"" and transport.disconnecting
+
+
+def test_no_length_answer_ends_with_the_connection(pool: tuple[PushConnectionPool, Endpoints, Clock]) -> None:
+    client, endpoints, _ = pool
+    got = _fired(client.request("POST", URL, data=BODY))
+    proto, _ = endpoints.made[0]
+    proto.dataReceived(b"HTTP/1.1 201 Created\r\nContent-Type: text/plain\r\n\r\npart")
+    assert got == []
+    proto.connectionLost(Failure(ConnectionDone()))
+    assert got == [PushResponse(201)]
+    _fired(client.request("POST", URL, data=BODY))
+    assert len(endpoints.made) == 2          # that connection is not reused
+
+
+def test_endless_headers_are_refused(pool: tuple[PushConnectionPool, Endpoints, Clock]) -> None:
+    client, endpoints, _ = pool
+    got = _fired(client.request("POST", URL, data=BODY))
+    proto, transport = endpoints.made[0]
+    proto.dataReceived(b"HTTP/1.1 200 OK\r\n")
+    for _ in range(70):
+        if got:
+            break
+        proto.dataReceived(b"X-Filler: " + b"a" * 1000 + b"\r\n")
+    [failure] = got
+    assert failure.check(ResponseBroken) and "headers longer" in failure.getErrorMessage()
+    assert transport.disconnecting
+
+
+def test_a_huge_body_answers_and_drops_the_connection(pool: tuple[PushConnectionPool, Endpoints, Clock]) -> None:
+    client, endpoints, _ = pool
+    got = _fired(client.request("POST", URL, data=BODY))
+    proto, transport = endpoints.made[0]
+    proto.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 5000000\r\n\r\n")
+    proto.dataReceived(b"x" * (1024 * 1024 + 1))
+    assert got == [PushResponse(200)] and transport.disconnecting
+
+
+def test_unasked_bytes_on_an_idle_connection_drop_it(pool: tuple[PushConnectionPool, Endpoints, Clock]) -> None:
+    client, endpoints, _ = pool
+    got = _fired(client.request("POST", URL, data=BODY))
+    proto, transport = endpoints.made[0]
+    proto.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    assert got == [PushResponse(200)] and not transport.disconnecting
+    proto.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")   # answers nothing we asked
+    assert transport.disconnecting
+    proto.connectionLost(Failure(ConnectionDone()))
+    _fired(client.request("POST", URL, data=BODY))
+    assert len(endpoints.made) == 2
+
+
+def test_upgrade_answer_is_broken(pool: tuple[PushConnectionPool, Endpoints, Clock]) -> None:
+    client, endpoints, _ = pool
+    got = _fired(client.request("POST", URL, data=BODY))
+    proto, transport = endpoints.made[0]
+    proto.dataReceived(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n")
+    [failure] = got
+    assert failure.check(ResponseBroken) and transport.disconnecting
