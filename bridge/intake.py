@@ -29,7 +29,7 @@ from bridge.rules import FrequencyLimiter, SendingWindow, Verdict
 from bridge.store import Store
 from bridge.store.records import AdmissionFacts, AdmissionQuery, RecentSend
 from bridge.template import Template, TemplateParamError, parse_template
-from bridge.urlpolicy import check_push_url
+from bridge.urlpolicy import checked_push_url
 
 __all__ = ["ERROR_CODES", "Accepted", "IntakeError", "IntakeService", "ResultRow"]
 
@@ -237,7 +237,7 @@ class IntakeService:
             klass = klass or "notification"
         callback = _field(body, "statusCallback", str, False) or ""
         if callback:
-            problem = check_push_url(callback, cfg.callbacks.allowed_hosts, cfg.callbacks.allow_private)
+            problem = checked_push_url(callback, cfg.callbacks.allowed_hosts, cfg.callbacks.allow_private)
             if problem:
                 raise IntakeError("E200024", f"statusCallback: {problem}")
         extend = _field(body, "extend", str, False) or ""

@@ -46,7 +46,7 @@ from bridge.models import OutboxItem
 from bridge.pushhttp import BASE_HEADERS, Discard, HTTPClient, PushRefused, build_client
 from bridge.receivers import Lane
 from bridge.store import Store
-from bridge.urlpolicy import check_push_url, push_target
+from bridge.urlpolicy import checked_push_url, push_target
 from bridge.webhooks import NoKeys, SigningKeys, push_headers
 
 __all__ = ["PushStats", "Pusher", "backoff_delay"]
@@ -481,7 +481,7 @@ class Pusher:
 
     def _launch(self, item: OutboxItem, lane: Lane, now: float) -> None:
         host = _host_of(item.url)
-        problem = _url_problem(item.url, self._cfg.allowed_hosts, self._cfg.allow_private)
+        problem = checked_push_url(item.url, self._cfg.allowed_hosts, self._cfg.allow_private)
         if problem is not None:
             # Retrying cannot make a refused URL acceptable; an operator who widens the
             # lists can requeue dead rows.
@@ -685,10 +685,6 @@ def _follow(d: Deferred[None]) -> Deferred[None]:
 
     d.addBoth(fire)
     return out
-
-
-# Most pushes go to a handful of URLs: check each once, not once per push.
-_url_problem = functools.lru_cache(maxsize=4096)(check_push_url)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -23,6 +23,7 @@ The URL is parsed with :func:`urllib.parse.urlsplit`, the same parser Twisted's
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 import string
@@ -34,6 +35,7 @@ __all__ = [
     "PushTarget",
     "address_problem",
     "check_push_url",
+    "checked_push_url",
     "host_allowed",
     "literal_address",
     "normalise_host",
@@ -111,6 +113,14 @@ def check_push_url(url: str, allowed_hosts: frozenset[str],
         if problem:
             return f"host {host!r} is {problem} {hint}"
     return None
+
+
+@functools.lru_cache(maxsize=4096)
+def checked_push_url(url: str, allowed_hosts: frozenset[str],
+                     allow_private: frozenset[str] = frozenset()) -> str | None:
+    """:func:`check_push_url`, remembered: the verdict is a pure function of its arguments
+    (nothing is resolved here), and one callback URL serves thousands of messages."""
+    return check_push_url(url, allowed_hosts, allow_private)
 
 
 def push_target(url: str) -> PushTarget | None:

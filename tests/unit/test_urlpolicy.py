@@ -10,6 +10,7 @@ from bridge.urlpolicy import (
     MAX_URL_LENGTH,
     address_problem,
     check_push_url,
+    checked_push_url,
     host_allowed,
     literal_address,
     normalise_host,
@@ -203,3 +204,11 @@ class TestPrivateTargets:
     def test_parse_host_port_rejects(self, entry: str) -> None:
         with pytest.raises(ValueError):
             parse_host_port(entry)
+
+
+def test_checked_push_url_remembers_per_list() -> None:
+    """The cached check keys on the lists too: widening allow_private changes the verdict."""
+    url = "http://10.0.0.5:8080/cb"
+    assert "private" in (checked_push_url(url, ANY) or "")
+    assert checked_push_url(url, ANY, frozenset({"10.0.0.5:8080"})) is None
+    assert checked_push_url(url, ANY) == check_push_url(url, ANY)
