@@ -34,11 +34,18 @@ class DeadlineChannel(http.HTTPChannel):
     arrives; the body deadline when its headers are complete. A late request gets a
     408 and the connection is closed (and aborted later if the client does not read,
     Twisted's ``abortTimeout``).
+
+    One timer per connection, not two per request: a deadline is a time stamp, and the
+    timer, when it goes off, compares the stamp with the clock and goes again for the
+    time left. A keep-alive connection answering a request every few milliseconds
+    then schedules about one timer per header timeout instead of two per request.
     """
 
     header_timeout_s = 10.0
     body_timeout_s = 30.0
-    _deadline: IDelayedCall | None = None
+    _deadline: IDelayedCall | None = None   # goes off at or before ``_due``
+    _due = 0.0
+    _part: str | None = None                # "headers" or "body" while a deadline runs
     timed_out = 0  # class-wide count, for metrics and tests
 
     def connectionMade(self) -> None:  # noqa: N802 (Twisted API)
@@ -46,7 +53,7 @@ class DeadlineChannel(http.HTTPChannel):
         self._arm(self.header_timeout_s, "headers")
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 (Twisted API)
-        if self._deadline is None and not self._handlingRequest:
+        if self._part is None and not self._handlingRequest:
             self._arm(self.header_timeout_s, "headers")
         super().dataReceived(data)
 
@@ -55,25 +62,39 @@ class DeadlineChannel(http.HTTPChannel):
         super().allHeadersReceived()
 
     def allContentReceived(self) -> None:  # noqa: N802 (Twisted API)
-        self._disarm()
+        self._part = None
         super().allContentReceived()
 
     def connectionLost(self, reason: Any = None) -> None:  # noqa: N802 (Twisted API)
-        self._disarm()
+        self._part = None
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
         super().connectionLost(reason)
 
+    def _now(self) -> float:
+        return self.site.reactor.seconds()   # the Site's reactor, the one its timers run on
+
     def _arm(self, seconds: float, part: str) -> None:
-        self._disarm()
-        self._deadline = self.callLater(seconds, self._too_slow, part, seconds)
+        self._part = part
+        self._due = self._now() + seconds
+        timer = self._deadline
+        if timer is not None and timer.active():
+            if timer.getTime() <= self._due:
+                return   # it goes off first and looks again
+            timer.cancel()
+        self._deadline = self.callLater(seconds, self._check)
 
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            if self._deadline.active():
-                self._deadline.cancel()
-            self._deadline = None
-
-    def _too_slow(self, part: str, seconds: float) -> None:
+    def _check(self) -> None:
         self._deadline = None
+        if self._part is None:
+            return   # between requests: the next one arms again
+        left = self._due - self._now()
+        if left > 0:
+            self._deadline = self.callLater(left, self._check)
+            return
+        part, self._part = self._part, None
+        seconds = self.header_timeout_s if part == "headers" else self.body_timeout_s
         DeadlineChannel.timed_out += 1
         log.info("api.request_timeout", part=part, timeout_s=seconds)
         self.transport.write(_TIMEOUT_RESPONSE)

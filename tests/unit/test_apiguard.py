@@ -1,0 +1,84 @@
+"""Request deadlines of the HTTP API over an in-memory transport and a test clock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.web import resource, server
+
+from bridge.apiguard import DeadlineChannel
+
+REQUEST = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+
+
+class _Ok(resource.Resource):
+    isLeaf = True
+
+    def render_POST(self, request: server.Request) -> bytes:  # noqa: N802 (Twisted API)
+        return b"ok"
+
+
+def _channel(clock: Clock) -> tuple[Any, StringTransport]:
+    site = server.Site(_Ok(), timeout=None, reactor=clock)
+    site.protocol = type("Channel", (DeadlineChannel,), {"header_timeout_s": 10.0, "body_timeout_s": 30.0})
+    channel = site.buildProtocol(None)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    return channel, transport
+
+
+def test_keep_alive_requests_share_one_timer() -> None:
+    """A thousand quick requests schedule a handful of timers, not two each."""
+    clock = Clock()
+    channel, transport = _channel(clock)
+    made = 0
+    real = clock.callLater
+
+    def counting(*args: Any, **kw: Any) -> Any:
+        nonlocal made
+        made += 1
+        return real(*args, **kw)
+    channel.callLater = counting
+    for _ in range(1000):
+        channel.dataReceived(REQUEST)
+        clock.advance(0.05)
+    assert transport.value().count(b"HTTP/1.1 200 OK") == 1000
+    assert b"408" not in transport.value() and not transport.disconnecting
+    assert made <= 60 // 10 + 2   # 50 s of traffic, a 10 s header deadline
+
+
+def test_headers_late_get_408_at_their_deadline() -> None:
+    clock = Clock()
+    channel, transport = _channel(clock)
+    for _ in range(3):                      # a few fast requests first
+        channel.dataReceived(REQUEST)
+        clock.advance(3.0)
+    transport.clear()
+    channel.dataReceived(b"POST / HTTP/1.1\r\nHo")   # then one that trickles
+    start = clock.seconds()
+    while not transport.disconnecting and clock.seconds() - start < 60:
+        clock.advance(0.5)
+        channel.dataReceived(b"s")          # a byte at a time resets no deadline
+    assert transport.value().startswith(b"HTTP/1.1 408")
+    assert 10.0 <= clock.seconds() - start <= 10.5
+
+
+def test_body_late_gets_408_after_the_body_deadline() -> None:
+    clock = Clock()
+    channel, transport = _channel(clock)
+    clock.advance(9.0)
+    channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+    clock.advance(29.0)
+    assert not transport.disconnecting       # past the header deadline: the body has 30 s
+    clock.advance(1.0)
+    assert transport.value().startswith(b"HTTP/1.1 408") and transport.disconnecting
+
+
+def test_idle_connection_between_requests_is_not_timed_out_by_deadlines() -> None:
+    clock = Clock()
+    channel, transport = _channel(clock)
+    channel.dataReceived(REQUEST)
+    clock.advance(100.0)
+    assert b"408" not in transport.value() and not transport.disconnecting
