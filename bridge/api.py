@@ -93,7 +93,11 @@ def _later(request: server.Request, d: Deferred[_Answer]) -> int:
     """Answer ``request`` when ``d`` fires (a store read or a commit); 503 if the store fails."""
     def write(answer: _Answer) -> None:
         if not request.finished and not request._disconnected:
-            request.write(_json(request, answer.status, answer.body, strings_only=answer.strings_only))
+            body = _json(request, answer.status, answer.body, strings_only=answer.strings_only)
+            # With its length declared the answer goes out as it is: without, Twisted
+            # frames a late answer in chunks and writes a terminating chunk after it.
+            request.setHeader(b"content-length", b"%d" % len(body))
+            request.write(body)
             request.finish()
 
     def failed(failure: Any) -> None:

@@ -43,3 +43,21 @@ def test_form_body_is_a_json_error(bridge: Bridge) -> None:
     status, answer = _post(bridge, b"from=1&to=2", "application/x-www-form-urlencoded")
     assert status == 400
     assert answer["code"] == "E200001"
+
+
+def test_accepted_answer_has_its_length_not_chunks(bridge: Bridge) -> None:
+    """The 200 is written after the commit; it declares its length instead of being chunked."""
+    body = json.dumps({"from": CHANNEL, "to": ["+8613800138000"], "templateId": "otp",
+                       "templateParas": ["123456"]}).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", bridge.ready["api"], timeout=15)
+    try:
+        for _ in range(2):   # and the connection stays usable for the next request
+            conn.request("POST", "/v1/sms", body=body, headers={"Authorization": f"Bearer {APP_TOKEN}"})
+            resp = conn.getresponse()
+            raw = resp.read()
+            assert resp.status == 200
+            assert resp.getheader("Transfer-Encoding") is None
+            assert resp.getheader("Content-Length") == str(len(raw))
+            assert json.loads(raw)["code"] == "000000"
+    finally:
+        conn.close()
