@@ -57,11 +57,21 @@ class Latencies:
                                "Push queued until the receiver acknowledged it",
                                ["kind"], buckets=PUSH_BUCKETS, registry=reg)
         self._submitted: dict[int, tuple[str, float]] = {}
+        # Each labelled child, once: prometheus_client's labels() takes a lock and
+        # checks the label values on every call, several times per message.
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, histogram: Histogram, *labels: str) -> Any:
+        key = (histogram, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = histogram.labels(*labels)
+        return child
 
     def submit_answers(self, carrier: str, bind_id: str, answers: Iterable[Any], now: float) -> None:
         """A batch of submit_sm answers (``SubmitAnswer``) on one bind."""
-        response = self._response.labels(carrier, bind_id)
-        intake = self._intake.labels(carrier)
+        response = self._child(self._response, carrier, bind_id)
+        intake = self._child(self._intake, carrier)
         for answer in answers:
             response.observe(max(0.0, now - answer.sent_at))
             accepted = getattr(answer.entry.segment, "accepted_at", 0.0)
@@ -79,10 +89,10 @@ class Latencies:
         """The final receipt of a segment was applied."""
         known = self._submitted.pop(segment_id, None)
         if known is not None:
-            self._receipt.labels(known[0]).observe(max(0.0, now - known[1]))
+            self._child(self._receipt, known[0]).observe(max(0.0, now - known[1]))
 
     def push_acked(self, kind: str, queued_at: float, now: float) -> None:
-        self._push.labels(kind).observe(max(0.0, now - queued_at))
+        self._child(self._push, kind).observe(max(0.0, now - queued_at))
 
 
 LATENCY = Latencies()
