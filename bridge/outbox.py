@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import random
+from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -104,7 +105,6 @@ class _Push:
     host: str
     started: float
     deferred: Deferred[Any] | None = None
-    timer: Any = None
     code: int | None = None
     timed_out: bool = False
     abandoned: bool = False
@@ -194,6 +194,10 @@ class Pusher:
         self._retry_call: Any = None
         self._pump_call: Any = None
         self._idle_timer: Any = None
+        # Push deadlines in launch order: one timeout for all, so the first is the
+        # soonest, and one timer serves them all instead of a callLater per push.
+        self._deadlines: deque[tuple[float, _Push]] = deque()
+        self._deadline_call: Any = None
         self._committing = False
         self._again = False
         self._running = False
@@ -496,7 +500,9 @@ class Pusher:
         d = maybeDeferred(self._client.request, "POST", item.url, data=body, headers=headers,
                           allow_redirects=False, unbuffered=True, reactor=self._reactor)
         push.deferred = d
-        push.timer = self._reactor.callLater(self._cfg.timeout_s, self._time_out, push)
+        self._deadlines.append((self._reactor.seconds() + self._cfg.timeout_s, push))
+        if self._deadline_call is None:
+            self._deadline_call = self._reactor.callLater(self._cfg.timeout_s, self._deadlines_due)
         d.addCallback(self._got_response, push)
         d.addCallbacks(self._succeeded, self._errored, callbackArgs=(push,), errbackArgs=(push,))
 
@@ -508,8 +514,18 @@ class Pusher:
         response.deliverBody(body)
         return body.done
 
+    def _deadlines_due(self) -> None:
+        self._deadline_call = None
+        now = self._reactor.seconds()
+        deadlines = self._deadlines
+        while deadlines and (deadlines[0][1].finished or deadlines[0][0] <= now):
+            _, push = deadlines.popleft()
+            if not push.finished:
+                self._time_out(push)
+        if deadlines and self._deadline_call is None:
+            self._deadline_call = self._reactor.callLater(max(0.0, deadlines[0][0] - now), self._deadlines_due)
+
     def _time_out(self, push: _Push) -> None:
-        push.timer = None
         push.timed_out = True
         if push.deferred is not None:
             push.deferred.cancel()
@@ -531,9 +547,12 @@ class Pusher:
 
     def _finish(self, push: _Push, failure: Failure | None) -> None:
         push.finished = True
-        if push.timer is not None and push.timer.active():
-            push.timer.cancel()
-        push.timer = None
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][1].finished:
+            deadlines.popleft()
+        if not deadlines and self._deadline_call is not None:
+            self._deadline_call.cancel()   # nothing in flight: no timer left behind
+            self._deadline_call = None
         if push.code is not None:
             # The receiver answered; a body that then broke off does not change it.
             ok = 200 <= push.code < 300
@@ -665,10 +684,10 @@ class Pusher:
             return
         stop.finishing = True
         self._cancel_idle_timer()
-        for call in (self._pump_call, self._retry_call, stop.timer):
+        for call in (self._pump_call, self._retry_call, stop.timer, self._deadline_call):
             if call is not None and call.active():
                 call.cancel()
-        self._pump_call = self._retry_call = stop.timer = None
+        self._pump_call = self._retry_call = stop.timer = self._deadline_call = None
         d: Deferred[Any] = succeed(None)
         if self._pool is not None:
             d.addCallback(lambda _: self._pool.closeCachedConnections())

@@ -113,7 +113,8 @@ class _Connection(Protocol):
         self._head = 0             # bytes read before the final answer's headers ended
         self._headers_done = False
         self._framed = False       # Content-Length or Transfer-Encoding: else the close ends the body
-        self.idle_call: Any = None
+        self.idle_call: Any = None   # may outlive an idle spell: it looks at ``idle_since``
+        self.idle_since = 0.0
         self.closed = False
 
     def send(self, key: _Target, body: bytes, headers: list[tuple[bytes, bytes]]) -> Deferred[PushResponse]:
@@ -230,8 +231,6 @@ class PushConnectionPool:
         idle = self._idle.get(key)
         while idle:
             conn = idle.pop()
-            if conn.idle_call is not None and conn.idle_call.active():
-                conn.idle_call.cancel()
             if not conn.closed:
                 return conn.send(key, data, raw)
         opening: Deferred[_Connection] = self._endpoints.endpointForURI(key).connect(
@@ -249,13 +248,23 @@ class PushConnectionPool:
             conn.transport.loseConnection()
             return
         idle.append(conn)
-        conn.idle_call = self._reactor.callLater(self._idle_s, self._expire, key, conn)
+        conn.idle_since = self._reactor.seconds()
+        if conn.idle_call is None:
+            # One timer per connection, not one per push: when it goes off it closes
+            # the connection if it has been idle ``idle_s`` since its last answer.
+            conn.idle_call = self._reactor.callLater(self._idle_s, self._expire, key, conn)
 
     def _expire(self, key: _Target, conn: _Connection) -> None:
         conn.idle_call = None
-        if conn in self._idle.get(key, ()):
-            self._idle[key].remove(conn)
-            conn.transport.loseConnection()
+        idle = self._idle.get(key, ())
+        if conn not in idle:
+            return   # busy: its next release starts the timer again
+        left = conn.idle_since + self._idle_s - self._reactor.seconds()
+        if left > 0:
+            conn.idle_call = self._reactor.callLater(left, self._expire, key, conn)
+            return
+        idle.remove(conn)
+        conn.transport.loseConnection()
 
     def forget(self, key: _Target, conn: _Connection) -> None:
         self._open.discard(conn)

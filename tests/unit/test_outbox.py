@@ -280,6 +280,29 @@ class TestRetry:
         assert len(receiver.received) == 2
         assert counts(store) == {"report:acked": 1}
 
+    def test_each_push_times_out_at_its_own_deadline(self, clock: Clock, store: Store) -> None:
+        """One timer serves every push in flight; a push is cut off timeout_s after its own start."""
+        receiver = Receiver(clock, HOLD, HOLD)
+        queue(store, clock, 1)
+        pusher, stub = make(store, clock, receiver)
+        pusher.start()
+        settle(clock, stub)
+        clock.advance(4.0)
+        queue(store, clock, 1, prefix="n")
+        pusher.wake()
+        settle(clock, stub)
+        assert pusher.stats.in_flight == 2
+        assert len([c for c in clock.getDelayedCalls() if c.func == pusher._deadlines_due]) == 1
+        clock.advance(6.0)                         # the first push's 10 s are up
+        settle(clock, stub)
+        assert receiver.aborted == 1 and pusher.stats.in_flight == 1
+        clock.advance(3.9)
+        settle(clock, stub)
+        assert receiver.aborted == 1               # the second has 0.1 s left
+        clock.advance(0.1)
+        settle(clock, stub)
+        assert receiver.aborted == 2 and pusher.stats.in_flight == 0
+
     def test_2xx_with_stalled_body_is_acknowledged(self, clock: Clock, store: Store) -> None:
         """The status line decides: a 2xx whose body stalls past the timeout is still an ack."""
         receiver = Receiver(clock, HOLD)

@@ -233,3 +233,20 @@ def test_upgrade_answer_is_broken(pool: tuple[PushConnectionPool, Endpoints, Clo
     proto.dataReceived(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n")
     [failure] = got
     assert failure.check(ResponseBroken) and transport.disconnecting
+
+
+def test_a_busy_connection_keeps_one_timer_and_closes_idle_s_after_its_last_answer(
+        pool: tuple[PushConnectionPool, Endpoints, Clock]) -> None:
+    client, endpoints, clock = pool
+    for _ in range(100):                                    # a push every second for 100 s
+        got = _fired(client.request("POST", URL, data=BODY))
+        proto, transport = endpoints.made[0]
+        proto.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        assert got == [PushResponse(200)]
+        assert len(clock.getDelayedCalls()) <= 1
+        clock.advance(1.0)
+    assert len(endpoints.made) == 1 and not transport.disconnecting
+    clock.advance(48.9)                                     # last answer 49.9 s ago
+    assert not transport.disconnecting
+    clock.advance(0.1)
+    assert transport.disconnecting
