@@ -34,6 +34,7 @@ from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 
+from bridge import jsonfast
 from carriers.profiles import DEFAULT_PROFILES_PATH, canonical_message_id
 
 __all__ = [
@@ -234,6 +235,9 @@ def receipt_to_json(receipt: Receipt) -> str:
         fields[key] = value
     if truncated:
         fields["truncated"] = truncated
+    elif all(type(v) is not str or v.isascii() for v in fields.values()):
+        # Plain ASCII (nearly every receipt): orjson writes the bytes json.dumps would.
+        return jsonfast.dumps_flat(fields)   # type: ignore[arg-type]
     return json.dumps(fields, separators=(",", ":"))
 
 

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from bridge.receipts import (
     RAW_FIELD_MAX,
+    Receipt,
     _capped,
     parse_receipt,
     receipt_from_json,
@@ -71,3 +72,20 @@ def test_a_longer_field_is_cut_to_a_prefix_that_fits(value: str) -> None:
     kept = _capped(value)
     assert value.startswith(kept) and len(json.dumps(kept)) - 2 <= RAW_FIELD_MAX
     assert kept == value or len(json.dumps(kept)) - 2 > RAW_FIELD_MAX // 2   # cut, not emptied
+
+
+_FIELD = st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=40)
+
+
+@settings(max_examples=400, deadline=None)
+@given(message_id=_FIELD, stat=_FIELD, err=_FIELD, text=_FIELD, raw=_FIELD,
+       state=st.none() | st.integers(min_value=0, max_value=255))
+def test_stored_line_is_what_json_writes(message_id: str, stat: str, err: str, text: str, raw: str,
+                                         state: int | None) -> None:
+    """Whichever writer is used (orjson for plain ASCII), the line is json.dumps' own: ASCII,
+    escapes and all."""
+    receipt = Receipt(message_id=message_id, stat=stat, err=err, message_state=state, submit_date="2401011200",
+                      done_date="", text=text, source="text", raw=raw)
+    fields = {"v": 1, "message_id": message_id, "stat": stat, "err": err, "message_state": state,
+              "submit_date": "2401011200", "done_date": "", "text": text, "source": "text", "raw": raw}
+    assert receipt_to_json(receipt) == json.dumps(fields, separators=(",", ":"))
