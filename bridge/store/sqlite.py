@@ -133,7 +133,8 @@ class SqliteExecutor:
         self._checkpointing = False
         self._commit_thread = commit_thread and not memory
         self._committing = False                       # a COMMIT is running on the worker thread
-        self._queued: list[tuple[Callable[[], None]]] = []   # calls made meanwhile, in order
+        # Calls made during a COMMIT, in order: (run, op, its Deferred), or (commit, None, None).
+        self._queued: list[tuple[Callable[..., Any], Any, Deferred[Any] | None]] = []
         self._next_waiters: list[Deferred[None]] = []  # durable() asked during a COMMIT
         self.commits = 0
         self.commit_seconds = 0.0
@@ -142,33 +143,44 @@ class SqliteExecutor:
 
     def read(self, op: Callable[[Tx], T]) -> Deferred[T]:
         if self._committing:
-            return self._later(self.read, op)
+            return self._later(self._read_now, op)
         try:
-            return succeed(op(self._tx))
-        except sqlite3.Error as exc:
-            return fail(StoreError(f"read failed: {exc}"))
+            return succeed(self._read_now(op))
+        except StoreError as exc:
+            return fail(exc)
 
-    def _later(self, call: Callable[[Callable[[Tx], T]], Deferred[T]], op: Callable[[Tx], T]) -> Deferred[T]:
-        """Run ``call(op)`` once the COMMIT in progress is done; its Deferred fires then."""
+    def _read_now(self, op: Callable[[Tx], T]) -> T:
+        try:
+            return op(self._tx)
+        except sqlite3.Error as exc:
+            raise StoreError(f"read failed: {exc}") from exc
+
+    def _later(self, run: Callable[[Callable[[Tx], T]], T], op: Callable[[Tx], T]) -> Deferred[T]:
+        """Run ``run(op)`` once the COMMIT in progress is done; the Deferred fires with it then."""
         d: Deferred[T] = Deferred()
-        self._queued.append((lambda: call(op).chainDeferred(d),))
+        self._queued.append((run, op, d))
         return d
 
     def write(self, op: Callable[[Tx], T]) -> Deferred[T]:
         if self._committing:
-            return self._later(self.write, op)
+            return self._later(self._write_now, op)
+        try:
+            return succeed(self._write_now(op))
+        except StoreError as exc:
+            return fail(exc)
+
+    def _write_now(self, op: Callable[[Tx], T]) -> T:
         try:
             if not self._conn.in_transaction:
                 self._conn.execute("BEGIN IMMEDIATE")
-            result = op(self._tx)
+            return op(self._tx)
         except sqlite3.Error as exc:
-            return fail(StoreError(f"write failed: {exc}"))
+            raise StoreError(f"write failed: {exc}") from exc
         finally:
             # A write nobody waits on is committed by the group-commit timer all the
             # same: an open transaction must never keep the database's write lock.
             if self._conn.in_transaction:
                 self._arm()
-        return succeed(result)
 
     def _arm(self) -> None:
         if self._timer is None or not self._timer.active():
@@ -197,7 +209,7 @@ class SqliteExecutor:
         """Commit now; fails with StoreError if the commit does."""
         if self._committing:
             d = self.durable()
-            self._queued.append((self._commit_quietly,))
+            self._queued.append((self._commit_quietly, None, None))
             return d
         if self._commit_thread and self._conn.in_transaction:
             d = self.durable()
@@ -255,8 +267,20 @@ class SqliteExecutor:
         else:
             self._commit_done(waiters, t0)
         queued, self._queued = self._queued, []
-        for (call,) in queued:
-            call()
+        for entry in queued:
+            if self._committing:
+                self._queued.append(entry)   # a queued flush began the next COMMIT: wait for it
+                continue
+            run, op, d = entry
+            if d is None:
+                run()
+                continue
+            try:
+                value = run(op)
+            except StoreError as exc:
+                d.errback(exc)
+            else:
+                d.callback(value)
         if not self._committing:
             nxt, self._next_waiters = self._next_waiters, []
             for d in nxt:

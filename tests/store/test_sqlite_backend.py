@@ -132,6 +132,27 @@ class TestCommitThread:
         assert second == [None]
         result_of(store.close())
 
+    def test_a_flush_queued_during_a_commit_holds_back_the_calls_after_it(self, tmp_path: Path) -> None:
+        clock = ThreadedClock()
+        store, executor = open_sqlite(tmp_path / "s.db", clock=clock, commit_interval_s=0.005, commit_thread=True)
+        result_of(store.blacklist.add("1069", "+8613800000001", 1.0, None))
+        clock.advance(0.005)                              # COMMIT 1 on the pool
+        order: list[str] = []
+        store.blacklist.add("1069", "+8613800000002", 2.0, None).addCallback(lambda _: order.append("a"))
+        flushed = _fired(executor.flush())
+        store.blacklist.add("1069", "+8613800000003", 3.0, None).addCallback(lambda _: order.append("b"))
+        clock.pool.run()                                  # COMMIT 1 done: "a" runs, the flush starts COMMIT 2
+        assert order == ["a"] and flushed == [] and len(clock.pool.work) == 1
+        clock.pool.run()                                  # COMMIT 2 done: then "b", which writes again
+        assert order == ["a", "b"] and flushed == []      # so the flush answers with the commit after it
+        clock.advance(0.005)
+        clock.pool.run()
+        assert flushed == [None]
+        result_of(store.close())
+        reopened, _ = open_sqlite(tmp_path / "s.db", clock=Clock(), commit_interval_s=0)
+        assert len(result_of(reopened.blacklist.listed("1069", ["+8613800000002", "+8613800000003"]))) == 2
+        result_of(reopened.close())
+
     def test_durable_during_a_commit_with_nothing_after_it_fires_with_that_commit(self, tmp_path: Path) -> None:
         clock, store = self.open(tmp_path)
         result_of(store.blacklist.add("1069", "+8613800000001", 1.0, None))
