@@ -372,9 +372,11 @@ def build_site(config: BridgeConfig, store: Store, intake: IntakeService, state:
     # The API reads JSON bodies only: without parsePOSTFormSubmission=False, every POST's
     # Content-Type goes through the email package's header registry (~200 µs of CPU per
     # request) to look for forms.
-    site = server.Site(root, timeout=config.api.idle_timeout_s, parsePOSTFormSubmission=False)
+    # (The channel keeps the idle timeout on its own timer: Site's would be one per request.)
+    site = server.Site(root, timeout=None, parsePOSTFormSubmission=False)
     site.protocol = type("Channel", (DeadlineChannel,), {"header_timeout_s": config.api.header_timeout_s,
-                                                         "body_timeout_s": config.api.body_timeout_s})
+                                                         "body_timeout_s": config.api.body_timeout_s,
+                                                         "idle_timeout_s": config.api.idle_timeout_s})
     bounded = type("Request", (BoundedRequest,), {"max_body_bytes": config.api.max_body_bytes})
     site.requestFactory = bounded
     site.displayTracebacks = False

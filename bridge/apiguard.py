@@ -3,8 +3,9 @@
 Twisted's ``Site`` has only an idle timeout, which every byte resets, so a client that
 sends one header byte every few seconds (slowloris) keeps its connection for ever.
 :class:`DeadlineChannel` gives each request a deadline for its headers and another for
-its body, counted from their first byte whatever the pace; the idle timeout between
-requests stays Twisted's own (``Site(timeout=...)``). :class:`ConnectionCap` is a
+its body, counted from their first byte whatever the pace, and closes a keep-alive
+connection idle between requests (with ``idle_timeout_s`` set, in place of Twisted's own
+``Site(timeout=...)``, which schedules a timer per request). :class:`ConnectionCap` is a
 ``WrappingFactory`` that refuses connections beyond a total, logging once per burst.
 """
 
@@ -38,14 +39,17 @@ class DeadlineChannel(http.HTTPChannel):
     One timer per connection, not two per request: a deadline is a time stamp, and the
     timer, when it goes off, compares the stamp with the clock and goes again for the
     time left. A keep-alive connection answering a request every few milliseconds
-    then schedules about one timer per header timeout instead of two per request.
+    then schedules about one timer per header timeout instead of three per request.
+    The same timer closes the connection once it has been idle ``idle_timeout_s``
+    after an answer (None: leave that to Twisted's ``Site(timeout=...)``).
     """
 
     header_timeout_s = 10.0
     body_timeout_s = 30.0
+    idle_timeout_s: float | None = None
     _deadline: IDelayedCall | None = None   # goes off at or before ``_due``
     _due = 0.0
-    _part: str | None = None                # "headers" or "body" while a deadline runs
+    _part: str | None = None                # "headers", "body" or "idle" while a deadline runs
     timed_out = 0  # class-wide count, for metrics and tests
 
     def connectionMade(self) -> None:  # noqa: N802 (Twisted API)
@@ -53,7 +57,7 @@ class DeadlineChannel(http.HTTPChannel):
         self._arm(self.header_timeout_s, "headers")
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 (Twisted API)
-        if self._part is None and not self._handlingRequest:
+        if (self._part is None or self._part == "idle") and not self._handlingRequest:
             self._arm(self.header_timeout_s, "headers")
         super().dataReceived(data)
 
@@ -64,6 +68,12 @@ class DeadlineChannel(http.HTTPChannel):
     def allContentReceived(self) -> None:  # noqa: N802 (Twisted API)
         self._part = None
         super().allContentReceived()
+
+    def requestDone(self, request: Any) -> None:  # noqa: N802 (Twisted API)
+        super().requestDone(request)
+        if (self.idle_timeout_s is not None and self.persistent and not self._handlingRequest
+                and self._part is None):
+            self._arm(self.idle_timeout_s, "idle")
 
     def connectionLost(self, reason: Any = None) -> None:  # noqa: N802 (Twisted API)
         self._part = None
@@ -94,6 +104,9 @@ class DeadlineChannel(http.HTTPChannel):
             self._deadline = self.callLater(left, self._check)
             return
         part, self._part = self._part, None
+        if part == "idle":
+            self.timeoutConnection()   # Twisted's idle close: no answer owed
+            return
         seconds = self.header_timeout_s if part == "headers" else self.body_timeout_s
         DeadlineChannel.timed_out += 1
         log.info("api.request_timeout", part=part, timeout_s=seconds)

@@ -82,3 +82,21 @@ def test_idle_connection_between_requests_is_not_timed_out_by_deadlines() -> Non
     channel.dataReceived(REQUEST)
     clock.advance(100.0)
     assert b"408" not in transport.value() and not transport.disconnecting
+
+
+def test_idle_timeout_closes_a_silent_keep_alive_connection_on_the_same_timer() -> None:
+    clock = Clock()
+    site = server.Site(_Ok(), timeout=None, reactor=clock)
+    site.protocol = type("Channel", (DeadlineChannel,), {"header_timeout_s": 10.0, "body_timeout_s": 30.0,
+                                                         "idle_timeout_s": 60.0})
+    channel = site.buildProtocol(None)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    for _ in range(100):                     # busy: requests every 0.5 s never hit the idle timeout
+        channel.dataReceived(REQUEST)
+        clock.advance(0.5)
+    assert not transport.disconnecting and len(clock.getDelayedCalls()) == 1
+    clock.advance(59.0)                      # 59.5 s after the last answer
+    assert not transport.disconnecting
+    clock.advance(0.5)
+    assert transport.disconnecting and b"408" not in transport.value()
