@@ -506,10 +506,10 @@ class Pusher:
         d.addCallback(self._got_response, push)
         d.addCallbacks(self._succeeded, self._errored, callbackArgs=(push,), errbackArgs=(push,))
 
-    def _got_response(self, response: IResponse, push: _Push) -> Deferred[None]:
+    def _got_response(self, response: IResponse, push: _Push) -> Deferred[None] | None:
         push.code = response.code
         if response.length == 0:
-            return succeed(None)
+            return None   # (the pool's answers: body already read and dropped)
         body = Discard()
         response.deliverBody(body)
         return body.done
