@@ -169,6 +169,10 @@ class CpuResult:
     bridge_and_db_s_per_message: float = 0.0
     statements_per_message: float = 0.0  # SQL statements the bridge ran (smpp_bridge_store_statements)
     machine_busy_pct: float = 0.0        # all CPUs of the machine, whatever ran on them
+    # The bridge's CPU over the CPU of the same traffic's other ends (simulator, receiver,
+    # load generator). A shared machine's speed drifts by a quarter from minute to minute
+    # and moves every process alike, so this ratio compares builds where seconds do not.
+    bridge_per_helpers: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -903,7 +907,8 @@ def run_throughput(system: System, args: argparse.Namespace, pool: NumberPool, r
                     database_s=round(deltas[4], 2),
                     bridge_and_db_s_per_message=round((deltas[0] + deltas[4]) / max(1, n), 6),
                     statements_per_message=round(statements / max(1, n), 2),
-                    machine_busy_pct=round(100 * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]), 1))
+                    machine_busy_pct=round(100 * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]), 1),
+                    bridge_per_helpers=round(deltas[0] / max(0.01, deltas[1] + deltas[2] + deltas[3]), 3))
     return tp, cpu, timeline.rows
 
 
@@ -1038,6 +1043,8 @@ def print_throughput(results: dict[str, Any]) -> None:
             _fmt(cpu.get("bridge_and_db_s_per_message", 0.0) * 1e6 / 1000, " ms"),
             f"database {cpu.get('database_s', 0.0):.1f} s", None)] if results["options"].get("store_url") else []),
         ("SQL statements per message", _fmt(cpu.get("statements_per_message", 0.0), ""), "", None),
+        ("bridge CPU ÷ sim + receiver + load gen CPU", f"{cpu.get('bridge_per_helpers', 0.0):.3f}",
+         "compare builds by this", None),
         ("machine busy (all CPUs)", _fmt(cpu.get("machine_busy_pct", 0.0), " %"), "", None),
         ("bridge peak RSS", _fmt(results["bridge_peak_rss_mb"], " MB"), "≤ 80 MB",
          results["bridge_peak_rss_mb"] <= TARGETS["peak_rss_mb"]),
