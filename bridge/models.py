@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 __all__ = [
     "InboundMessage",
@@ -171,6 +172,15 @@ class InboundMessage(Mapping[str, object]):
         if value is None:
             raise KeyError(key)
         return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Mapping.get without a KeyError raised and caught per absent field (the parsers'
+        usual read, a dozen per receipt)."""
+        if key in _INBOUND_NAMES:
+            value = getattr(self, key)
+            if value is not None:
+                return value
+        return default
 
     def __iter__(self) -> Iterator[str]:
         return (k for k in _INBOUND_FIELDS if getattr(self, k) is not None)
