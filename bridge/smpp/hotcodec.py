@@ -58,6 +58,28 @@ class _Layout:
     defaults: dict[str, Any]                # prototype values that are not None
     length_field: str | None                # set by smpplib's prep() from short_message
     tlv_order: dict[str, int]               # TLV name -> index in ``tlvs``
+    # The same tables as plain tuples for the decode loop (name, step, size, limit, length
+    # field), a step code per field: attribute and enum lookups were half of decode's time.
+    read_plan: tuple[tuple[str, int, int, int, str], ...]
+    tlv_plan: dict[int, tuple[str, int, int]]   # tag -> (name, step, size)
+    # For encode: (name, step, size, first integer too large, limit, default, is the length field).
+    write_plan: tuple[tuple[str, int, int, int, int, Any, bool], ...]
+
+
+# Decode steps of :attr:`_Layout.read_plan` and :attr:`_Layout.tlv_plan`.
+_BYTE, _UINT, _CSTR, _OCTETS, _DECLINE, _LOOSE_OCTETS = range(6)
+
+
+def _step(field: _Field) -> int:
+    if field.kind is _Kind.INT:
+        return _BYTE if field.size == 1 else _UINT
+    if field.kind is _Kind.STR:
+        return _CSTR
+    if field.kind is _Kind.OSTR:
+        # A mandatory octet string needs its length field; without one only its absence
+        # at the end of the body is read (as smpplib does), anything else declines.
+        return _OCTETS if field.tag or field.len_field is not None else _LOOSE_OCTETS
+    return _DECLINE
 
 
 def _kind(param: Any) -> _Kind:
@@ -97,9 +119,15 @@ def _layout(name: str, proto: Any) -> _Layout:
             defaults[fname] = value
     if any(field.name in defaults for field in tlvs):
         raise RuntimeError(f"smpplib {name}: a TLV with a default value; the fast path assumes none")
+    read_plan = tuple((f.name, _step(f), f.size, f.limit, f.len_field or "") for f in mandatory)
+    tlv_plan = {tag: (f.name, _UINT if f.kind is _Kind.INT else _step(f), f.size) for tag, f in by_tag.items()}
+    length_field = "sm_length" if callable(getattr(proto, "prep", None)) else None
+    write_steps = {_Kind.INT: _UINT, _Kind.STR: _CSTR, _Kind.OSTR: _OCTETS}
+    write_plan = tuple((f.name, write_steps.get(f.kind, _DECLINE), f.size, 1 << (8 * f.size), f.limit,
+                        defaults.get(f.name), f.name == length_field) for f in mandatory)
     return _Layout(name, command_codes.get_command_code(name), tuple(mandatory), tuple(tlvs), by_tag,
-                   frozenset(proto.params), defaults, "sm_length" if callable(getattr(proto, "prep", None)) else None,
-                   {field.name: i for i, field in enumerate(tlvs)})
+                   frozenset(proto.params), defaults, length_field,
+                   {field.name: i for i, field in enumerate(tlvs)}, read_plan, tlv_plan, write_plan)
 
 
 _LAYOUTS: dict[str, _Layout] = {}
@@ -138,33 +166,28 @@ def encode(command: str, sequence: Any, status: Any, fields: dict[str, Any]) -> 
             sm_length = len(short)
         else:
             sm_length = 0
-    for field in layout.mandatory:
-        name = field.name
-        if name == length_field:
-            value: Any = sm_length
-        else:
-            value = fields.get(name, defaults.get(name))
-        kind = field.kind
-        if kind is _Kind.INT:
+    for name, step, size, bound, limit, default, is_length in layout.write_plan:
+        value: Any = sm_length if is_length else fields.get(name, default)
+        if step == _UINT:
             if not value:
                 parts.append(b"\x00")   # smpplib writes one NUL for any false value
-            elif type(value) is int and 0 < value < (1 << (8 * field.size)):
-                parts.append(value.to_bytes(field.size, "big"))
+            elif type(value) is int and 0 < value < bound:
+                parts.append(value.to_bytes(size, "big"))
             else:
                 return None
-        elif kind is _Kind.STR:
+        elif step == _CSTR:
             if not value:
                 parts.append(b"\x00")
             elif type(value) is str:
-                if len(value) >= field.limit:
-                    value = value[:field.limit - 1]
+                if len(value) >= limit:
+                    value = value[:limit - 1]
                 try:
                     parts.append(value.encode("latin-1") + b"\x00")
                 except UnicodeEncodeError:
                     return None
             else:
                 return None
-        elif kind is _Kind.OSTR:
+        elif step == _OCTETS:
             if value:
                 if type(value) is not bytes:
                     return None
@@ -237,39 +260,42 @@ def decode(frame: bytes, max_length: int) -> Decoded | None:
     # smpplib stops reading mandatory fields where its (checked) body ends, so an empty
     # octet string last among them exists only if a TLV it parses follows.
     empty_ostr = None
-    for field in layout.mandatory:
-        kind = field.kind
+    for name, step, size, limit, len_field in layout.read_plan:
         if empty_ostr is not None:
             return None
         if pos == end:
-            if kind is _Kind.OSTR and not fields.get(field.len_field or "", 0):
+            if step in (_OCTETS, _LOOSE_OCTETS) and not fields.get(len_field, 0):
                 break
             return None
-        if kind is _Kind.INT:
-            nxt = pos + field.size
-            if nxt > end:
-                return None
-            fields[field.name] = int.from_bytes(frame[pos:nxt], "big")
-            pos = nxt
-        elif kind is _Kind.STR:
-            nul = frame.find(b"\x00", pos, min(end, pos + field.limit))
+        if step == _BYTE:
+            fields[name] = frame[pos]
+            pos += 1
+        elif step == _CSTR:
+            stop = pos + limit
+            nul = frame.find(b"\x00", pos, stop if stop < end else end)
             if nul < 0:
                 return None
-            fields[field.name] = frame[pos:nul].decode("latin-1")
+            fields[name] = frame[pos:nul].decode("latin-1")
             pos = nul + 1
-        elif kind is _Kind.OSTR and field.len_field is not None:
-            nxt = pos + fields.get(field.len_field, 0)
+        elif step == _UINT:
+            nxt = pos + size
+            if nxt > end:
+                return None
+            fields[name] = int.from_bytes(frame[pos:nxt], "big")
+            pos = nxt
+        elif step == _OCTETS:
+            nxt = pos + fields.get(len_field, 0)
             if nxt > end:
                 return None
             if nxt == pos:
-                empty_ostr = field.name
+                empty_ostr = name
             else:
-                fields[field.name] = frame[pos:nxt]
+                fields[name] = frame[pos:nxt]
             pos = nxt
         else:
             return None
     unknown: list[tuple[int, bytes]] = []
-    by_tag = layout.by_tag
+    tlv_plan = layout.tlv_plan
     parsed_tlvs = 0
     while pos < end:
         if pos + 4 > end:
@@ -281,22 +307,23 @@ def decode(frame: bytes, max_length: int) -> Decoded | None:
             return None
         value = frame[pos:nxt]
         pos = nxt
-        field = by_tag.get(tag)
-        if field is None:
+        known = tlv_plan.get(tag)
+        if known is None:
             unknown.append((tag, value))
             continue
         parsed_tlvs += 1
-        if field.kind is _Kind.INT:
-            if size != field.size:
+        name, step, want = known
+        if step == _UINT:
+            if size != want:
                 return None
-            fields[field.name] = int.from_bytes(value, "big")
-        elif field.kind is _Kind.SLOW:
+            fields[name] = int.from_bytes(value, "big")
+        elif step == _DECLINE:
             return None
-        elif field.kind is _Kind.STR:
+        elif step == _CSTR:
             # codec adds a missing NUL and cuts at the first one; smpplib drops the NUL.
-            fields[field.name] = value.split(b"\x00", 1)[0].decode("latin-1")
+            fields[name] = value.split(b"\x00", 1)[0].decode("latin-1")
         else:
-            fields[field.name] = value
+            fields[name] = value
     if empty_ostr is not None and parsed_tlvs:
         fields[empty_ostr] = b""
     return Decoded(layout.command, sequence, status, fields, tuple(unknown))
