@@ -142,10 +142,17 @@ class SqliteExecutor:
         self.lock: IO[Any] | None = None   # the one-process lock, when this process is the daemon
 
     def read(self, op: Callable[[Tx], T]) -> Deferred[T]:
+        return self._call(self._read_now, op)
+
+    def write(self, op: Callable[[Tx], T]) -> Deferred[T]:
+        return self._call(self._write_now, op)
+
+    def _call(self, run: Callable[[Callable[[Tx], T]], T], op: Callable[[Tx], T]) -> Deferred[T]:
+        """``run(op)`` now, or once the COMMIT in progress is done."""
         if self._committing:
-            return self._later(self._read_now, op)
+            return self._later(run, op)
         try:
-            return succeed(self._read_now(op))
+            return succeed(run(op))
         except StoreError as exc:
             return fail(exc)
 
@@ -160,14 +167,6 @@ class SqliteExecutor:
         d: Deferred[T] = Deferred()
         self._queued.append((run, op, d))
         return d
-
-    def write(self, op: Callable[[Tx], T]) -> Deferred[T]:
-        if self._committing:
-            return self._later(self._write_now, op)
-        try:
-            return succeed(self._write_now(op))
-        except StoreError as exc:
-            return fail(exc)
 
     def _write_now(self, op: Callable[[Tx], T]) -> T:
         try:

@@ -48,6 +48,13 @@ def _fired(d: Deferred[Any]) -> list[Any]:
     return box
 
 
+def _next_push_opens_a_new_connection(client: PushConnectionPool, endpoints: Endpoints, proto: Any) -> None:
+    """The connection ends; the next push does not find it in the pool."""
+    proto.connectionLost(Failure(ConnectionDone()))
+    _fired(client.request("POST", URL, data=BODY))
+    assert len(endpoints.made) == 2
+
+
 @pytest.fixture(name="pool")
 def _pool() -> tuple[PushConnectionPool, Endpoints, Clock]:
     clock, endpoints = Clock(), Endpoints()
@@ -92,9 +99,7 @@ def test_connection_close_answer_is_not_reused(pool: tuple[PushConnectionPool, E
     proto, transport = endpoints.made[0]
     proto.dataReceived(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
     assert got == [PushResponse(200)] and transport.disconnecting
-    proto.connectionLost(Failure(ConnectionDone()))
-    _fired(client.request("POST", URL, data=BODY))
-    assert len(endpoints.made) == 2
+    _next_push_opens_a_new_connection(client, endpoints, proto)
 
 
 def test_http10_body_read_until_close(pool: tuple[PushConnectionPool, Endpoints, Clock]) -> None:
@@ -184,10 +189,8 @@ def test_no_length_answer_ends_with_the_connection(pool: tuple[PushConnectionPoo
     proto, _ = endpoints.made[0]
     proto.dataReceived(b"HTTP/1.1 201 Created\r\nContent-Type: text/plain\r\n\r\npart")
     assert got == []
-    proto.connectionLost(Failure(ConnectionDone()))
+    _next_push_opens_a_new_connection(client, endpoints, proto)
     assert got == [PushResponse(201)]
-    _fired(client.request("POST", URL, data=BODY))
-    assert len(endpoints.made) == 2          # that connection is not reused
 
 
 def test_endless_headers_are_refused(pool: tuple[PushConnectionPool, Endpoints, Clock]) -> None:
@@ -221,9 +224,7 @@ def test_unasked_bytes_on_an_idle_connection_drop_it(pool: tuple[PushConnectionP
     assert got == [PushResponse(200)] and not transport.disconnecting
     proto.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")   # answers nothing we asked
     assert transport.disconnecting
-    proto.connectionLost(Failure(ConnectionDone()))
-    _fired(client.request("POST", URL, data=BODY))
-    assert len(endpoints.made) == 2
+    _next_push_opens_a_new_connection(client, endpoints, proto)
 
 
 def test_upgrade_answer_is_broken(pool: tuple[PushConnectionPool, Endpoints, Clock]) -> None:
