@@ -808,7 +808,7 @@ class _Timeline:
             self.histograms = current
 
 
-def start_py_spy(out: Path | None, pid: int, workdir: Path) -> subprocess.Popen[bytes] | None:
+def start_py_spy(out: Path | None, pid: int, workdir: Path, *, gil: bool = False) -> subprocess.Popen[bytes] | None:
     """Diagnosis only: sample the bridge with py-spy (if installed) for the throughput phase."""
     if out is None:
         return None
@@ -817,7 +817,10 @@ def start_py_spy(out: Path | None, pid: int, workdir: Path) -> subprocess.Popen[
         raise BenchError("--py-spy: py-spy is not installed (pip install py-spy)")
     fmt = "raw" if out.suffix in (".txt", ".raw") else "speedscope" if out.suffix == ".json" else "flamegraph"
     with open(workdir / "py-spy.log", "wb") as log:
+        # --gil: only samples of the thread holding the interpreter, so threads waiting on
+        # the GIL or in fsync do not show up as CPU.
         return subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", "250", "--nonblocking",
+                                 *(["--gil"] if gil else []),
                                  "--format", fmt, "--output", str(out.resolve())],
                                 stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
 
@@ -857,7 +860,7 @@ def run_throughput(system: System, args: argparse.Namespace, pool: NumberPool, r
     timeline = _Timeline(t0, sub0, base["distinct"], cpu0[0], latency=args.plot is not None)
     if timeline.latency:
         timeline.histograms = parse_histograms(system.metrics_text())
-    spy = start_py_spy(args.py_spy, system.bridge.pid, system.workdir)
+    spy = start_py_spy(args.py_spy, system.bridge.pid, system.workdir, gil=args.py_spy_gil)
     offer = Offerer(system.api_port, args.concurrency, args.timeout)
     offer.start(requests)
 
@@ -1137,6 +1140,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--py-spy", type=Path, default=None, metavar="PATH",
                    help="profile the bridge during the throughput phase with py-spy (diagnosis; "
                         ".svg flamegraph, .json speedscope, .txt collapsed stacks)")
+    p.add_argument("--py-spy-gil", action="store_true",
+                   help="with --py-spy: sample only the thread holding the GIL (CPU, not waits)")
     p.add_argument("--plot", type=Path, default=None, metavar="PNG",
                    help="write throughput and latency over the throughput phase as a PNG (matplotlib; "
                         "adds one /metrics scrape per sample)")
