@@ -110,7 +110,7 @@ class _Connection(Protocol):
         self._answer: Deferred[PushResponse] | None = None
         self._code = 0
         self._body = 0
-        self._head = 0             # bytes read before the final answer's headers ended
+        self._head = 0             # bytes read while the final answer's headers have not ended
         self._headers_done = False
         self._framed = False       # Content-Length or Transfer-Encoding: else the close ends the body
         self.idle_call: Any = None   # may outlive an idle spell: it looks at ``idle_since``
@@ -140,17 +140,19 @@ class _Connection(Protocol):
             # connection's framing can no longer be trusted.
             self.transport.abortConnection()
             return
-        if not self._headers_done:
-            self._head += len(data)
-            if self._head > _MAX_HEADERS:
-                self._fail(ResponseBroken(f"answer headers longer than {_MAX_HEADERS} bytes"))
-                return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(ResponseBroken("the receiver switched protocols"))
+            return
         except httptools.HttpParserError as exc:
             self._fail(ResponseBroken(f"bad HTTP from the receiver: {exc}"))
+            return
+        if not self._headers_done and self._answer is not None:
+            # Still in the headers after this read: everything read so far was headers.
+            self._head += len(data)
+            if self._head > _MAX_HEADERS:
+                self._fail(ResponseBroken(f"answer headers longer than {_MAX_HEADERS} bytes"))
 
     # -- parser callbacks ------------------------------------------------------------
 

@@ -251,3 +251,14 @@ def test_a_busy_connection_keeps_one_timer_and_closes_idle_s_after_its_last_answ
     assert not transport.disconnecting
     clock.advance(0.1)
     assert transport.disconnecting
+
+
+def test_a_big_body_read_with_the_end_of_the_headers_is_not_taken_for_headers(
+        pool: tuple[PushConnectionPool, Endpoints, Clock]) -> None:
+    client, endpoints, _ = pool
+    got = _fired(client.request("POST", URL, data=BODY))
+    proto, _ = endpoints.made[0]
+    body = b"x" * 70_000
+    proto.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Le")
+    proto.dataReceived(b"ngth: %d\r\n\r\n" % len(body) + body)   # one read: headers' end and 70 KB
+    assert got == [PushResponse(200)]
