@@ -57,7 +57,7 @@ class DeadlineChannel(http.HTTPChannel):
         self._arm(self.header_timeout_s, "headers")
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 (Twisted API)
-        if (self._part is None or self._part == "idle") and not self._handlingRequest:
+        if self._part in (None, "idle") and not self._handlingRequest:
             self._arm(self.header_timeout_s, "headers")
         super().dataReceived(data)
 

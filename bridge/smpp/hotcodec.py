@@ -51,15 +51,14 @@ class _Field:
 class _Layout:
     command: str
     command_id: int
-    mandatory: tuple[_Field, ...]
     tlvs: tuple[_Field, ...]                # in smpplib's generation order
-    by_tag: dict[int, _Field]               # TLVs smpplib parses for this command
     names: frozenset[str]
     defaults: dict[str, Any]                # prototype values that are not None
     length_field: str | None                # set by smpplib's prep() from short_message
     tlv_order: dict[str, int]               # TLV name -> index in ``tlvs``
-    # The same tables as plain tuples for the decode loop (name, step, size, limit, length
-    # field), a step code per field: attribute and enum lookups were half of decode's time.
+    # The mandatory fields as plain tuples for the decode loop (name, step, size, limit,
+    # length field), a step code per field: attribute and enum lookups were half of
+    # decode's time; ``tlv_plan`` holds the TLVs smpplib parses for this command.
     read_plan: tuple[tuple[str, int, int, int, str], ...]
     tlv_plan: dict[int, tuple[str, int, int]]   # tag -> (name, step, size)
     # For encode: (name, step, size, first integer too large, limit, default, is the length field).
@@ -125,7 +124,7 @@ def _layout(name: str, proto: Any) -> _Layout:
     write_steps = {_Kind.INT: _UINT, _Kind.STR: _CSTR, _Kind.OSTR: _OCTETS}
     write_plan = tuple((f.name, write_steps.get(f.kind, _DECLINE), f.size, 1 << (8 * f.size), f.limit,
                         defaults.get(f.name), f.name == length_field) for f in mandatory)
-    return _Layout(name, command_codes.get_command_code(name), tuple(mandatory), tuple(tlvs), by_tag,
+    return _Layout(name, command_codes.get_command_code(name), tuple(tlvs),
                    frozenset(proto.params), defaults, length_field,
                    {field.name: i for i, field in enumerate(tlvs)}, read_plan, tlv_plan, write_plan)
 
