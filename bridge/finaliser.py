@@ -21,9 +21,15 @@ from twisted.internet.defer import Deferred
 from bridge.jsonfast import dumps_flat
 from bridge.models import MessageRecord, OutboxItem
 from bridge.store import Store
-from bridge.store.records import SegmentStatus
+from bridge.store.records import (
+    FinalChoice,
+    FinalisedMessage,
+    ReceiptApplied,
+    ReceiptArrival,
+    SegmentStatus,
+)
 
-__all__ = ["Finaliser", "iso_time", "report_payload"]
+__all__ = ["Finaliser", "final_choice", "iso_time", "report_payload"]
 
 log = structlog.get_logger("finaliser")
 
@@ -40,6 +46,15 @@ def iso_time(ts: float) -> str:
 @lru_cache(maxsize=8)   # thousands of reports share each second
 def _iso_second(second: int) -> str:
     return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def final_choice(segments: Sequence[SegmentStatus]) -> FinalChoice | None:
+    """A message's status once every segment is final: DELIVRD only if all are, else the
+    first failing segment's; None while a segment is not final."""
+    if not segments or any(s.state != "final" for s in segments):
+        return None
+    deciding = next((s for s in segments if s.status != DELIVERED), segments[-1])
+    return FinalChoice(deciding.status or "UNDELIV", deciding.org_code or "", deciding.seq)
 
 
 def report_payload(msg: MessageRecord, status: str, org_code: str, org_desc: str, sequence: int,
@@ -103,11 +118,31 @@ class Finaliser:
         return await self._decide(message_id, segments, self._now())
 
     async def _decide(self, message_id: str, segments: Sequence[SegmentStatus], now: float) -> bool:
-        if not segments or any(s.state != "final" for s in segments):
+        choice = final_choice(segments)
+        if choice is None:
             return False
-        deciding = next((s for s in segments if s.status != DELIVERED), segments[-1])
-        return await self._message_final(message_id, deciding.status or "UNDELIV", deciding.org_code or "",
-                                         deciding.seq, now)
+        return await self._message_final(message_id, choice.status, choice.org_code, choice.seq, now)
+
+    def apply_receipt(self, arrival: ReceiptArrival) -> Deferred[ReceiptApplied]:
+        """Apply a receipt in one store call; a message it made final is counted and its report offered."""
+        def report(msg: MessageRecord, choice: FinalChoice) -> str:
+            return report_payload(msg, choice.status, choice.org_code, self._describe(choice.org_code),
+                                  choice.seq, arrival.received_at)
+
+        return self._store.messages.apply_receipt(arrival, final_choice, report).addCallback(self._applied)
+
+    def _applied(self, applied: ReceiptApplied) -> ReceiptApplied:
+        done = applied.finalised
+        if done is not None:
+            self._count_final(done)
+        return applied
+
+    def _count_final(self, done: FinalisedMessage) -> None:
+        status = done.message.status or ""
+        self.finalised[status] = self.finalised.get(status, 0) + 1
+        if done.report is not None:
+            self.reports_queued += 1
+            self._on_report(done.report)
 
     def message_final(self, message_id: str, status: str, org_code: str, sequence: int,
                       now: float | None = None) -> Deferred[bool]:
@@ -123,10 +158,7 @@ class Finaliser:
         done = await self._store.messages.finalise_message(message_id, status, org_code, sequence, now, report)
         if done is None:
             return False
-        self.finalised[status] = self.finalised.get(status, 0) + 1
-        if done.report is not None:
-            self.reports_queued += 1
-            self._on_report(done.report)
+        self._count_final(done)
         return True
 
     def repair(self) -> Deferred[int]:

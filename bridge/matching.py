@@ -28,7 +28,7 @@ from bridge.receipts import (
     receipt_to_json,
 )
 from bridge.store import Store
-from bridge.store.records import EarlyReceipt
+from bridge.store.records import EarlyReceipt, ReceiptApplied, ReceiptArrival, ReceiptOutcome
 from carriers.profiles import CarrierProfile
 
 __all__ = ["ReceiptMatcher", "ReceiptOutcome"]
@@ -36,14 +36,6 @@ __all__ = ["ReceiptMatcher", "ReceiptOutcome"]
 log = structlog.get_logger("receipts")
 
 SWEEP_BATCH = 500
-
-
-class ReceiptOutcome:
-    APPLIED = "applied"            # finalised a segment
-    INTERMEDIATE = "intermediate"  # ENROUTE/ACCEPTD: logged, not final
-    DUPLICATE = "duplicate"        # segment already final: nothing changes
-    UNMATCHED = "unmatched"        # no segment (yet) has this id
-    UNPARSEABLE = "unparseable"
 
 
 class ReceiptMatcher:
@@ -70,10 +62,24 @@ class ReceiptMatcher:
             d = self._store.receipts.insert_raw(carrier, "", json.dumps(raw), self._now(), None,
                                                 ReceiptOutcome.UNPARSEABLE)
             return d.addCallback(lambda _: ReceiptOutcome.UNPARSEABLE)
-        return self.apply(carrier, receipt)
+        cid = receipt.canonical_id(self._profiles[carrier].receipt_id_dialect)
+        mapped = self._map.map(receipt)
+        arrival = ReceiptArrival(carrier, cid, mapped.final, mapped.status, mapped.org_code, self._now(),
+                                 receipt_to_json(receipt))
+        return self._finaliser.apply_receipt(arrival).addCallback(self._applied, arrival.received_at)
+
+    def _applied(self, applied: ReceiptApplied, now: float) -> str:
+        if applied.outcome is ReceiptOutcome.APPLIED and applied.segment_id is not None:
+            LATENCY.receipt(applied.segment_id, now)
+        self._count(applied.outcome)
+        return applied.outcome
 
     def apply(self, carrier: str, receipt: Receipt, raw_id: int | None = None) -> Deferred[str]:
-        """Match and apply one receipt; with ``raw_id`` the raw log row already exists (replay)."""
+        """Match and apply one receipt; with ``raw_id`` the raw log row already exists (replay).
+
+        A live receipt takes :meth:`on_receipt`'s single store call; this step-by-step path
+        serves replays, whose raw row is marked rather than written.
+        """
         return Deferred.fromCoroutine(self._apply(carrier, receipt, raw_id))
 
     async def _apply(self, carrier: str, receipt: Receipt, raw_id: int | None) -> str:

@@ -23,6 +23,7 @@ from bridge.store.records import (
     DeadPush,
     EarlyReceipt,
     ExportRow,
+    FinalChoice,
     FinalisedMessage,
     Heartbeat,
     MessageReceipt,
@@ -33,6 +34,8 @@ from bridge.store.records import (
     PruneCounts,
     PushRecord,
     RawReceipt,
+    ReceiptApplied,
+    ReceiptArrival,
     RecentSend,
     ReportCopy,
     SegmentDetail,
@@ -70,6 +73,10 @@ class MessageStore(Protocol):
                          ) -> Deferred[FinalisedMessage | None]: ...
     def unfinished_with_final_segments(self, limit: int = 1000) -> Deferred[list[str]]: ...
     def find_segment(self, carrier: str, canonical_id: str) -> Deferred[SegmentMatch | None]: ...
+    def apply_receipt(self, arrival: ReceiptArrival,
+                      decide: Callable[[Sequence[SegmentStatus]], FinalChoice | None],
+                      report: Callable[[MessageRecord, FinalChoice], str] | None = None,
+                      ) -> Deferred[ReceiptApplied]: ...
     def overdue_segments(self, submitted_before: float, limit: int = 1000) -> Deferred[list[int]]: ...
     def reschedule_held(self, release_at: float) -> Deferred[int]: ...
     def release_held(self, now: float) -> Deferred[list[str]]: ...

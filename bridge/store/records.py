@@ -15,6 +15,7 @@ __all__ = [
     "DeadPush",
     "EarlyReceipt",
     "ExportRow",
+    "FinalChoice",
     "Heartbeat",
     "MessageReceipt",
     "MoCounts",
@@ -26,6 +27,9 @@ __all__ = [
     "PushRecord",
     "PushState",
     "RawReceipt",
+    "ReceiptApplied",
+    "ReceiptArrival",
+    "ReceiptOutcome",
     "RecentSend",
     "ReportCopy",
     "SegmentDetail",
@@ -43,6 +47,16 @@ class PushKind(StrEnum):
     REPORT = "report"
     UPLINK = "uplink"
     REPLAY = "replay"
+
+
+class ReceiptOutcome(StrEnum):
+    """What a receipt did; each is logged with the raw receipt and counted."""
+
+    APPLIED = "applied"            # finalised a segment
+    INTERMEDIATE = "intermediate"  # ENROUTE/ACCEPTD: logged, not final
+    DUPLICATE = "duplicate"        # segment already final: nothing changes
+    UNMATCHED = "unmatched"        # no segment (yet) has this id
+    UNPARSEABLE = "unparseable"
 
 
 class PushState(StrEnum):
@@ -85,6 +99,37 @@ class SegmentFinal:
 
     message_id: str
     segments: tuple[SegmentStatus, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FinalChoice:
+    """The status a message takes when its last segment is final: the deciding segment's."""
+
+    status: str
+    org_code: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptArrival:
+    """A parsed receipt to apply in one store call: where it points, what it says, its log line."""
+
+    carrier: str
+    canonical_id: str
+    final: bool          # a final status (DELIVRD, UNDELIV...), not ENROUTE/ACCEPTD
+    status: str
+    org_code: str
+    received_at: float
+    receipt_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptApplied:
+    """What one receipt changed: its outcome, its segment, and the message it made final."""
+
+    outcome: ReceiptOutcome
+    segment_id: int | None
+    finalised: FinalisedMessage | None
 
 
 @dataclass(frozen=True, slots=True)

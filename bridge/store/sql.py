@@ -23,6 +23,7 @@ from bridge.store.records import (
     DeadPush,
     EarlyReceipt,
     ExportRow,
+    FinalChoice,
     FinalisedMessage,
     MessageReceipt,
     MoCounts,
@@ -33,6 +34,9 @@ from bridge.store.records import (
     PushRecord,
     PushState,
     RawReceipt,
+    ReceiptApplied,
+    ReceiptArrival,
+    ReceiptOutcome,
     RecentSend,
     ReportCopy,
     SegmentDetail,
@@ -57,6 +61,9 @@ _MESSAGE_COLUMNS = (
 _IN_LIMIT = 500          # parameters per IN (...) list
 RECIPIENT_LOCKS = 0x52435054     # advisory lock namespace of per-recipient admission: "RCPT"
 T = TypeVar("T")
+ReportBuilder = Callable[[MessageRecord], str]
+ChoiceReport = Callable[[MessageRecord, FinalChoice], str]           # a report's payload
+FinalDecider = Callable[[Sequence[SegmentStatus]], FinalChoice | None]  # None: not every segment final
 
 
 def _marks(n: int) -> str:
@@ -151,7 +158,39 @@ def _segment_statuses(tx: Tx, message_id: str) -> list[SegmentStatus]:
         "SELECT seq, state, status, org_code FROM segments WHERE message_id = ? ORDER BY seq", (message_id,))]
 
 
-ReportBuilder = Callable[[MessageRecord], str]
+def _segment_final(tx: Tx, message_id: str, seq: int, total: int, status: str, org_code: str) -> SegmentFinal:
+    """A segment just made final, with its message's segments (a one-part message needs no read)."""
+    if total == 1:
+        return SegmentFinal(message_id, (SegmentStatus(seq, "final", status, org_code),))
+    return SegmentFinal(message_id, tuple(_segment_statuses(tx, message_id)))
+
+
+def _find_segment(tx: Tx, carrier: str, canonical_id: str) -> SegmentMatch | None:
+    rows = tx.rows("SELECT id, message_id, state, total FROM segments WHERE carrier = ?"
+                   " AND carrier_msg_id = ? ORDER BY id DESC LIMIT 1", (carrier, canonical_id))
+    return SegmentMatch(*rows[0]) if rows else None
+
+
+def _finalise(tx: Tx, message_id: str, choice: FinalChoice, now: float, report: ChoiceReport | None,
+              claimer: str | None) -> FinalisedMessage | None:
+    """Make a message final with ``choice`` and queue its report; None if it already was final."""
+    rows = tx.rows("UPDATE messages SET state = 'final', status = ?, org_code = ?, final_seq = ?,"
+                   f" final_at = ? WHERE id = ? AND state != 'final' RETURNING {_MESSAGE_COLUMNS}",
+                   (choice.status, choice.org_code, choice.seq, now, message_id))
+    if not rows:
+        return None
+    msg = _message(rows[0])
+    item = None
+    if report is not None and msg.status_callback:
+        payload = report(msg, choice)
+        # Claimed by this member at once: its pusher is offered the row without a fetch.
+        queued = tx.rows("INSERT INTO outbox (kind, ref_id, url, payload, state, created_at, next_attempt_at,"
+                         " claimed_by) VALUES ('report', ?, ?, ?, 'pending', ?, ?, ?)"
+                         " ON CONFLICT DO NOTHING RETURNING id",
+                         (message_id, msg.status_callback, payload, now, now, claimer))
+        if queued:
+            item = OutboxItem(queued[0][0], "report", message_id, msg.status_callback, payload, 0, now, now)
+    return FinalisedMessage(msg, item)
 
 
 def _time_range(column: str, since: float | None, until: float | None) -> tuple[list[str], list[Any]]:
@@ -280,9 +319,58 @@ class SqlMessages:
             if not rows:
                 return None
             message_id, seq, total = rows[0]
-            if total == 1:
-                return SegmentFinal(message_id, (SegmentStatus(seq, "final", status, org_code),))
-            return SegmentFinal(message_id, tuple(_segment_statuses(tx, message_id)))
+            return _segment_final(tx, message_id, seq, total, status, org_code)
+        return self._ex.write(op)
+
+    def apply_receipt(self, arrival: ReceiptArrival, decide: FinalDecider,
+                      report: ChoiceReport | None = None) -> Deferred[ReceiptApplied]:
+        """Apply one receipt in one transaction: match, finalise, queue the report, log it raw.
+
+        The newest segment with the receipt's carrier id is the match (ids can repeat after
+        a carrier restarts its counter). A final receipt makes it final in the same
+        statement that finds it; if that made every segment of its message final,
+        ``decide`` picks the message's status and the message is finalised with its report
+        (``report`` builds the payload). A final receipt for a segment already final
+        finalises its message if a crash came between the two. The raw receipt is logged
+        with its outcome last, as before: the deliver_sm is acknowledged once all is durable.
+        """
+        a = arrival
+
+        def op(tx: Tx) -> ReceiptApplied:
+            outcome, segment_id, finalised = ReceiptOutcome.UNMATCHED, None, None
+            final: SegmentFinal | None = None
+            if a.final:
+                if tx.for_update:
+                    tx.rows("SELECT 1 FROM messages WHERE id = (SELECT message_id FROM segments WHERE carrier = ?"
+                            f" AND carrier_msg_id = ? ORDER BY id DESC LIMIT 1){tx.for_update}",
+                            (a.carrier, a.canonical_id))
+                rows = tx.rows("UPDATE segments SET state = 'final', status = ?, org_code = ?, done_at = ?"
+                               " WHERE id = (SELECT id FROM segments WHERE carrier = ? AND carrier_msg_id = ?"
+                               " ORDER BY id DESC LIMIT 1) AND state != 'final'"
+                               " RETURNING id, message_id, seq, total",
+                               (a.status, a.org_code, a.received_at, a.carrier, a.canonical_id))
+                if rows:
+                    segment_id, message_id, seq, total = rows[0]
+                    outcome = ReceiptOutcome.APPLIED
+                    final = _segment_final(tx, message_id, seq, total, a.status, a.org_code)
+            if final is None:
+                match = _find_segment(tx, a.carrier, a.canonical_id)
+                if match is not None:
+                    segment_id = match.segment_id
+                    if not a.final:
+                        outcome = ReceiptOutcome.INTERMEDIATE
+                    else:
+                        outcome = ReceiptOutcome.DUPLICATE
+                        # A redelivery after a crash may find the segment final but not its message.
+                        final = SegmentFinal(match.message_id, tuple(_segment_statuses(tx, match.message_id)))
+            if final is not None:
+                choice = decide(final.segments)
+                if choice is not None:
+                    finalised = _finalise(tx, final.message_id, choice, a.received_at, report, self._claimer)
+            tx.rows("INSERT INTO receipts_raw (carrier, received_at, canonical_id, receipt, segment_id, outcome)"
+                    " VALUES (?,?,?,?,?,?) RETURNING id",
+                    (a.carrier, a.received_at, a.canonical_id, a.receipt_json, segment_id, str(outcome)))
+            return ReceiptApplied(outcome, segment_id, finalised)
         return self._ex.write(op)
 
     def segments_of(self, message_id: str) -> Deferred[list[SegmentStatus]]:
@@ -296,25 +384,9 @@ class SqlMessages:
         the message's statusCallback (none queued without one). The queued row comes back
         so the pusher can take it from memory once it is committed.
         """
-        def op(tx: Tx) -> FinalisedMessage | None:
-            rows = tx.rows("UPDATE messages SET state = 'final', status = ?, org_code = ?, final_seq = ?,"
-                           f" final_at = ? WHERE id = ? AND state != 'final' RETURNING {_MESSAGE_COLUMNS}",
-                           (status, org_code, final_seq, now, message_id))
-            if not rows:
-                return None
-            msg = _message(rows[0])
-            item = None
-            if report is not None and msg.status_callback:
-                payload = report(msg)
-                # Claimed by this member at once: its pusher is offered the row without a fetch.
-                queued = tx.rows("INSERT INTO outbox (kind, ref_id, url, payload, state, created_at, next_attempt_at,"
-                                 " claimed_by) VALUES ('report', ?, ?, ?, 'pending', ?, ?, ?)"
-                                 " ON CONFLICT DO NOTHING RETURNING id",
-                                 (message_id, msg.status_callback, payload, now, now, self._claimer))
-                if queued:
-                    item = OutboxItem(queued[0][0], "report", message_id, msg.status_callback, payload, 0, now, now)
-            return FinalisedMessage(msg, item)
-        return self._ex.write(op)
+        choice = FinalChoice(status, org_code, final_seq)
+        built = None if report is None else (lambda msg, _choice: report(msg))
+        return self._ex.write(lambda tx: _finalise(tx, message_id, choice, now, built, self._claimer))
 
     def unfinished_with_final_segments(self, limit: int = 1000) -> Deferred[list[str]]:
         """Messages whose every segment is final but which are not (a crash between the two)."""
@@ -324,11 +396,7 @@ class SqlMessages:
             " AND s.state != 'final') LIMIT ?", (limit,))])
 
     def find_segment(self, carrier: str, canonical_id: str) -> Deferred[SegmentMatch | None]:
-        def op(tx: Tx) -> SegmentMatch | None:
-            rows = tx.rows("SELECT id, message_id, state, total FROM segments WHERE carrier = ?"
-                           " AND carrier_msg_id = ? ORDER BY id DESC LIMIT 1", (carrier, canonical_id))
-            return SegmentMatch(*rows[0]) if rows else None
-        return self._ex.read(op)
+        return self._ex.read(lambda tx: _find_segment(tx, carrier, canonical_id))
 
     def overdue_segments(self, submitted_before: float, limit: int = 1000) -> Deferred[list[int]]:
         return self._ex.read(lambda tx: [r[0] for r in tx.rows(

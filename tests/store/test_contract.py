@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from bridge.finaliser import final_choice
 from bridge.models import NewMessage, NewMo, NewSegment
 from bridge.store import Store, StoreError, open_store, result_of
 from bridge.store.records import (
@@ -20,6 +21,8 @@ from bridge.store.records import (
     MoPart,
     PushKind,
     PushState,
+    ReceiptArrival,
+    ReceiptOutcome,
     SubmitAccepted,
 )
 from bridge.store.schema import MIGRATIONS
@@ -120,6 +123,62 @@ class TestMessages:
         assert done.report == r(store.outbox.due(T0 + 1, 10))[0]
         assert r(store.messages.finalise_message("a", "DELIVRD", "", 1, T0 + 2)) is None
         assert r(store.messages.unfinished_with_final_segments()) == []
+
+    def test_receipt_applied_in_one_call(self, store: Store, store_backend: Backend) -> None:
+        """One call per receipt: match the newest segment with the id, make it final, finalise its
+        message with the deciding status and queue its report, log the raw receipt with its outcome."""
+        r(store.messages.insert([_msg("one"), _msg("two", segments=2)]))
+        one, s1, s2 = sorted(r(store.messages.take_queued("cmcc", 3)), key=lambda s: s.id)
+        r(store.messages.record_submitted([SubmitAccepted(one.id, "cmcc", "10", "10", T0, False),
+                                           SubmitAccepted(s1.id, "cmcc", "21", "21", T0, False),
+                                           SubmitAccepted(s2.id, "cmcc", "22", "22", T0, False)]))
+
+        def arrival(cid: str, status: str = "DELIVRD", final: bool = True, at: float = T0 + 5) -> ReceiptArrival:
+            return ReceiptArrival("cmcc", cid, final, status, status + "/x", at, f'{{"id":"{cid}"}}')
+
+        def report(msg, choice) -> str:  # noqa: ANN001
+            return f'{{"id":"{msg.id}","status":"{choice.status}","seq":{choice.seq}}}'
+
+        before = store.statements
+        got = r(store.messages.apply_receipt(arrival("10"), final_choice, report))
+        # The one-part message: segment found and made final in one statement, message, report, raw row.
+        assert store.statements - before == (4 if store_backend.name == "sqlite" else 5)
+        assert got.outcome == ReceiptOutcome.APPLIED and got.segment_id == one.id
+        assert got.finalised.message.status == "DELIVRD" and got.finalised.message.final_at == T0 + 5
+        assert got.finalised.report.payload == '{"id":"one","status":"DELIVRD","seq":1}'
+        assert got.finalised.report == r(store.outbox.due(T0 + 5, 10))[0]
+        # An intermediate receipt changes nothing; an unknown id is logged unmatched.
+        mid = r(store.messages.apply_receipt(arrival("21", "ENROUTE", final=False), final_choice, report))
+        assert (mid.outcome, mid.segment_id, mid.finalised) == (ReceiptOutcome.INTERMEDIATE, s1.id, None)
+        assert r(store.messages.apply_receipt(arrival("99"), final_choice, report)).outcome == ReceiptOutcome.UNMATCHED
+        # A long message is final with its last segment, with the first failing segment's status.
+        first = r(store.messages.apply_receipt(arrival("21", "UNDELIV"), final_choice, report))
+        assert (first.outcome, first.finalised) == (ReceiptOutcome.APPLIED, None)
+        last = r(store.messages.apply_receipt(arrival("22"), final_choice, report))
+        assert last.finalised.message.status == "UNDELIV" and last.finalised.message.org_code == "UNDELIV/x"
+        assert last.finalised.report.payload == '{"id":"two","status":"UNDELIV","seq":1}'
+        assert [(d.seq, d.status) for d in r(store.messages.segment_details("two"))] == [(1, "UNDELIV"), (2, "DELIVRD")]
+        again = r(store.messages.apply_receipt(arrival("22", "UNDELIV"), final_choice, report))
+        assert (again.outcome, again.segment_id, again.finalised) == (ReceiptOutcome.DUPLICATE, s2.id, None)
+        logged = r(store.receipts.raw(since=None, until=None, unmatched_only=False, carrier="cmcc"))
+        assert [x.receipt_json for x in logged] == ['{"id":"10"}', '{"id":"21"}', '{"id":"99"}', '{"id":"21"}',
+                                               '{"id":"22"}', '{"id":"22"}']
+        assert r(store.receipts.unmatched_count()) == 1
+        assert [(x.seq, x.outcome) for x in r(store.receipts.of_message("two", T0))] == [
+            (1, "intermediate"), (1, "applied"), (2, "applied"), (2, "duplicate")]
+
+    def test_repeated_receipt_repairs_a_message_left_unfinished(self, store: Store) -> None:
+        """A crash between a segment's final state and its message's: the carrier's redelivery
+        finds the segment final and finalises the message (duplicate, report queued once)."""
+        r(store.messages.insert([_msg("a")]))
+        (seg,) = r(store.messages.take_queued("cmcc", 1))
+        r(store.messages.record_submitted([SubmitAccepted(seg.id, "cmcc", "7", "7", T0, False)]))
+        r(store.messages.record_segment_final(seg.id, "DELIVRD", "DELIVRD", T0))
+        arrival = ReceiptArrival("cmcc", "7", True, "DELIVRD", "DELIVRD", T0 + 1, "{}")
+        got = r(store.messages.apply_receipt(arrival, final_choice, lambda m, c: "{}"))
+        assert got.outcome == ReceiptOutcome.DUPLICATE and got.finalised.message.state == "final"
+        assert r(store.messages.apply_receipt(arrival, final_choice, lambda m, c: "{}")).finalised is None
+        assert len(r(store.outbox.due(T0 + 1, 10))) == 1
 
     def test_overdue_and_held(self, store: Store) -> None:
         """Overdue submitted segments are listed; held messages move to the queue when due."""
