@@ -22,6 +22,7 @@ from twisted.web.resource import Resource
 from bridge import jsonfast
 from bridge.apiguard import ConnectionCap, DeadlineChannel
 from bridge.config import AppConfig, BridgeConfig
+from bridge.fastinit import fast_init
 from bridge.finaliser import iso_time
 from bridge.intake import IntakeError, IntakeService
 from bridge.numbers import InvalidNumberError, normalise_number
@@ -82,6 +83,7 @@ def _error(request: server.Request, status: int, code: str, description: str) ->
     return _json(request, status, {"code": code, "description": description})
 
 
+@fast_init
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Answer:
     status: int

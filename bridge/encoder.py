@@ -18,6 +18,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Final
 
+from bridge.fastinit import fast_init
 from bridge.gsm7 import ENCODE
 from bridge.textcodec import ESM_UDHI, ConcatInfo, concat_udh, is_gsm7
 
@@ -51,6 +52,7 @@ class MessageTooLongError(ValueError):
     """The text needs more segments than a concatenation header can number."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Segment:
     """One submit_sm's worth of a message: what goes in short_message and beside it.
@@ -69,6 +71,7 @@ class Segment:
     sar: bool
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class EncodedMessage:
     """A message ready for submit_sm, with the counts reported and billed."""
@@ -112,6 +115,7 @@ class ConcatRefCounter:
         return value % (1 << bits)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class _Plan:
     encoding: str

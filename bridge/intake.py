@@ -20,6 +20,7 @@ from twisted.internet.defer import Deferred, gatherResults
 from bridge import jsonfast
 from bridge.config import AppConfig, BridgeConfig
 from bridge.encoder import ConcatRefCounter, MessageTooLongError, encode_message
+from bridge.fastinit import fast_init
 from bridge.finaliser import Finaliser, iso_time
 from bridge.ids import new_message_id
 from bridge.models import MessageState, NewMessage, NewSegment
@@ -68,6 +69,7 @@ class IntakeError(ValueError):
         self.description = description
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ResultRow:
     origin_to: str
@@ -81,6 +83,7 @@ class ResultRow:
                 "status": self.status, "createTime": self.create_time}
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class _Request:
     """A validated send request, before the rules that need the store."""
@@ -95,6 +98,7 @@ class _Request:
     extend: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class _Draft:
     """One recipient's message as far as it can be decided without the store.
@@ -110,6 +114,7 @@ class _Draft:
     late_verdict: Verdict | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Accepted:
     rows: tuple[ResultRow, ...]

@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 
+from bridge.fastinit import fast_init
+
 __all__ = ["Parsed", "dumps_flat", "dumps_strings", "parse"]
 
 # orjson reads integers beyond 64 bits as floats; json keeps them exact.
@@ -26,6 +28,7 @@ _LONG_DIGITS = re.compile(rb"\d{19}")
 _MAX_BRACKETS = 256
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Parsed:
     """A parsed body; ``unicode_clean`` when every string is known to be valid Unicode."""

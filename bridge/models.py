@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from bridge.fastinit import fast_init
+
 __all__ = [
     "InboundMessage",
     "MessageRecord",
@@ -33,6 +35,7 @@ class SegmentState(StrEnum):
     FINAL = "final"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class NewSegment:
     seq: int
@@ -44,6 +47,7 @@ class NewSegment:
     sar: bool
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class NewMessage:
     """A recipient's message as accepted by the intake, before it is stored."""
@@ -67,6 +71,7 @@ class NewMessage:
     counted: bool                   # counts against the frequency limits
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class SegmentRecord:
     id: int
@@ -84,6 +89,7 @@ class SegmentRecord:
     possible_duplicate: bool
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class MessageRecord:
     id: str
@@ -103,6 +109,7 @@ class MessageRecord:
     reported: bool
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class OutboxItem:
     id: int
@@ -138,6 +145,7 @@ _INBOUND_FIELDS = (
 _INBOUND_NAMES = frozenset(_INBOUND_FIELDS)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class InboundMessage(Mapping[str, object]):
     """A message from a carrier (receipt or MO), free of the protocol it came in.

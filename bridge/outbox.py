@@ -42,6 +42,7 @@ from twisted.web.client import ResponseFailed, ResponseNeverReceived
 from twisted.web.iweb import IResponse
 
 from bridge.config import CallbackConfig
+from bridge.fastinit import fast_init
 from bridge.latency import LATENCY
 from bridge.models import OutboxItem
 from bridge.pushhttp import BASE_HEADERS, Discard, HTTPClient, PushRefused, build_client
@@ -111,6 +112,7 @@ class _Push:
     finished: bool = False
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class _Outcome:
     push: _Push
@@ -127,6 +129,7 @@ class _Mark(Enum):
     DEFERRED = "deferred"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class _Record:
     """An outcome written to the store, kept until a commit of it succeeds."""

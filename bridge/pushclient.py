@@ -29,6 +29,8 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
+from bridge.fastinit import fast_init
+
 __all__ = ["PushConnectionPool", "PushResponse", "ResponseBroken"]
 
 log = structlog.get_logger("push.http")
@@ -41,6 +43,7 @@ _BAD_VALUE = re.compile(rb"[\x00\r\n]")
 _BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class PushResponse:
     """The answer to a push. Its body was read and dropped already (``length`` 0)."""

@@ -35,6 +35,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from bridge import jsonfast
+from bridge.fastinit import fast_init
 from carriers.profiles import DEFAULT_PROFILES_PATH, canonical_message_id
 
 __all__ = [
@@ -115,6 +116,7 @@ class StatusMapError(ValueError):
     """A receipt code table that cannot be used; the message names file and key."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Receipt:
     """One delivery receipt as the carrier wrote it; nothing here is normalised."""
@@ -134,6 +136,7 @@ class Receipt:
         return canonical_message_id(dialect, self.message_id)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class MappedStatus:
     """A receipt's platform status; ``final`` is False while the message is en route."""
@@ -143,6 +146,7 @@ class MappedStatus:
     final: bool
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class _TextFields:
     id: str = ""

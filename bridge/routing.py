@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from bridge.fastinit import fast_init
 from bridge.numbers import InvalidNumberError, normalise_number
 from carriers.profiles import CarrierProfile, Numbering
 
@@ -33,6 +34,7 @@ class RoutingError(ValueError):
     """No carrier may take this number; the message says why (never the whole number)."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Route:
     carrier: str

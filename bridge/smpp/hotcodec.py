@@ -19,6 +19,8 @@ from typing import Any
 
 from smpplib import command_codes, consts, ptypes
 
+from bridge.fastinit import fast_init
+
 __all__ = ["HOT_COMMANDS", "Decoded", "decode", "encode", "install"]
 
 HOT_COMMANDS = ("submit_sm", "submit_sm_resp", "deliver_sm", "deliver_sm_resp")
@@ -234,6 +236,7 @@ def encode(command: str, sequence: Any, status: Any, fields: dict[str, Any]) -> 
 
 # -- decode ---------------------------------------------------------------------------------
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Decoded:
     """What codec.decode builds a Pdu from."""

@@ -18,6 +18,7 @@ from smpplib import exceptions as smpplib_exceptions
 from twisted.internet.defer import Deferred, fail
 from twisted.python.failure import Failure
 
+from bridge.fastinit import fast_init
 from bridge.smpp.codec import DecodeError, Pdu, encode
 from bridge.smpp.framing import SmppFramedProtocol
 from bridge.smpp.pdus import bind_fields, submit_fields
@@ -36,6 +37,7 @@ __all__ = ["EsmeSession", "SessionOwner", "SubmitAnswer"]
 _BIND_RESPONSES = ("bind_transmitter_resp", "bind_receiver_resp", "bind_transceiver_resp")
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class SubmitAnswer:
     """The SMSC's answer to one submit_sm (a submit_sm_resp or a generic_nack)."""

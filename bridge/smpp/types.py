@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bridge.fastinit import fast_init
+
 __all__ = ["BindStatus", "OutboundSegment", "StopReport", "SubmitOutcome"]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class OutboundSegment:
     """One submit_sm worth of message, ready for the wire.
@@ -34,6 +37,7 @@ class OutboundSegment:
     accepted_at: float = 0.0   # when the API accepted the message (latency metrics)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class SubmitOutcome:
     """The end of one segment's trip through the link: accepted or finally failed.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from bridge.fastinit import fast_init
 from bridge.models import MessageRecord, NewMo, OutboxItem
 
 __all__ = [
@@ -75,6 +76,7 @@ class SegmentMatch:
     total: int
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class SegmentStatus:
     """What the finaliser needs of each segment of a message."""
@@ -85,6 +87,7 @@ class SegmentStatus:
     org_code: str | None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class FinalisedMessage:
     """A message just made final, and the report queued for it (None without a statusCallback)."""
@@ -93,6 +96,7 @@ class FinalisedMessage:
     report: OutboxItem | None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class SegmentFinal:
     """A segment just made final, with every segment of its message as of that moment."""
@@ -101,6 +105,7 @@ class SegmentFinal:
     segments: tuple[SegmentStatus, ...]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class FinalChoice:
     """The status a message takes when its last segment is final: the deciding segment's."""
@@ -110,6 +115,7 @@ class FinalChoice:
     seq: int
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ReceiptArrival:
     """A parsed receipt to apply in one store call: where it points, what it says, its log line."""
@@ -123,6 +129,7 @@ class ReceiptArrival:
     receipt_json: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ReceiptApplied:
     """What one receipt changed: its outcome, its segment, and the message it made final."""
@@ -146,6 +153,7 @@ class SegmentDetail:
     possible_duplicate: bool
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class SubmitAccepted:
     """An SMSC's positive submit_sm_resp for one segment."""
@@ -370,6 +378,7 @@ class Heartbeat:
     share_after: float | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class AdmissionQuery:
     """What to read, under the recipients' locks, before a request's messages are decided.
@@ -384,6 +393,7 @@ class AdmissionQuery:
     since: float
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class AdmissionFacts:
     """The store's answers to an :class:`AdmissionQuery`, as of inside the transaction."""
