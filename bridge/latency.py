@@ -15,11 +15,15 @@ Global state, like prometheus_client's own default registry: one set per process
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 __all__ = ["LATENCY", "HistogramSnapshot", "Latencies", "accepted_at", "snapshot"]
 
@@ -38,40 +42,78 @@ def accepted_at(message_id: str) -> float:
         return 0.0
 
 
+class _Series:
+    """One label set's counts: per bucket (the last is +Inf), their sum and total."""
+
+    __slots__ = ("bounds", "counts", "total_s")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total_s = 0.0
+
+    def observe(self, amount: float) -> None:
+        # A bucket counts amounts up to and including its bound, as in Prometheus.
+        self.counts[bisect_left(self.bounds, amount)] += 1
+        self.total_s += amount
+
+
+class _Histogram:
+    """A latency histogram by label values, exposed to a registry as a collector.
+
+    prometheus_client's Histogram takes a lock twice and scans its buckets in Python on
+    every observation (four per message); these are observed on the reactor thread only
+    and scraped there too, so a list of counts and a bisect do.
+    """
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
+                 buckets: Sequence[float]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self.bounds = tuple(float(b) for b in buckets)
+        self._series: dict[tuple[str, ...], _Series] = {}
+
+    def labels(self, *values: str) -> _Series:
+        series = self._series.get(values)
+        if series is None:
+            series = self._series[values] = _Series(self.bounds)
+        return series
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        les = [floatToGoString(b) for b in self.bounds] + ["+Inf"]
+        for values, series in self._series.items():
+            family.add_metric(list(values), list(zip(les, accumulate(series.counts), strict=True)),
+                              series.total_s)
+        yield family
+
+
 class Latencies:
     """Every latency histogram of one process, in its own registry."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        reg = self.registry
-        self._intake = Histogram("smpp_bridge_intake_to_submit_seconds",
-                                 "API acceptance until the accepted submit_sm was sent",
-                                 ["carrier"], buckets=INTAKE_BUCKETS, registry=reg)
-        self._response = Histogram("smpp_bridge_submit_response_seconds",
-                                   "submit_sm until its submit_sm_resp, per bind",
-                                   ["carrier", "bind_id"], buckets=RESPONSE_BUCKETS, registry=reg)
-        self._receipt = Histogram("smpp_bridge_submit_to_receipt_seconds",
-                                  "submit_sm_resp until the final delivery receipt",
-                                  ["carrier"], buckets=RECEIPT_BUCKETS, registry=reg)
-        self._push = Histogram("smpp_bridge_push_ack_seconds",
-                               "Push queued until the receiver acknowledged it",
-                               ["kind"], buckets=PUSH_BUCKETS, registry=reg)
+        self._intake = _Histogram("smpp_bridge_intake_to_submit_seconds",
+                                  "API acceptance until the accepted submit_sm was sent",
+                                  ["carrier"], INTAKE_BUCKETS)
+        self._response = _Histogram("smpp_bridge_submit_response_seconds",
+                                    "submit_sm until its submit_sm_resp, per bind",
+                                    ["carrier", "bind_id"], RESPONSE_BUCKETS)
+        self._receipt = _Histogram("smpp_bridge_submit_to_receipt_seconds",
+                                   "submit_sm_resp until the final delivery receipt",
+                                   ["carrier"], RECEIPT_BUCKETS)
+        self._push = _Histogram("smpp_bridge_push_ack_seconds",
+                                "Push queued until the receiver acknowledged it",
+                                ["kind"], PUSH_BUCKETS)
+        for histogram in (self._intake, self._response, self._receipt, self._push):
+            self.registry.register(histogram)
         self._submitted: dict[int, tuple[str, float]] = {}
-        # Each labelled child, once: prometheus_client's labels() takes a lock and
-        # checks the label values on every call, several times per message.
-        self._children: dict[tuple[Any, ...], Any] = {}
-
-    def _child(self, histogram: Histogram, *labels: str) -> Any:
-        key = (histogram, *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = histogram.labels(*labels)
-        return child
 
     def submit_answers(self, carrier: str, bind_id: str, answers: Iterable[Any], now: float) -> None:
         """A batch of submit_sm answers (``SubmitAnswer``) on one bind."""
-        response = self._child(self._response, carrier, bind_id)
-        intake = self._child(self._intake, carrier)
+        response = self._response.labels(carrier, bind_id)
+        intake = self._intake.labels(carrier)
         for answer in answers:
             response.observe(max(0.0, now - answer.sent_at))
             accepted = getattr(answer.entry.segment, "accepted_at", 0.0)
@@ -89,10 +131,10 @@ class Latencies:
         """The final receipt of a segment was applied."""
         known = self._submitted.pop(segment_id, None)
         if known is not None:
-            self._child(self._receipt, known[0]).observe(max(0.0, now - known[1]))
+            self._receipt.labels(known[0]).observe(max(0.0, now - known[1]))
 
     def push_acked(self, kind: str, queued_at: float, now: float) -> None:
-        self._child(self._push, kind).observe(max(0.0, now - queued_at))
+        self._push.labels(kind).observe(max(0.0, now - queued_at))
 
 
 LATENCY = Latencies()

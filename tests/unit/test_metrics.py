@@ -75,6 +75,18 @@ class TestLatencies:
         assert s[("smpp_bridge_push_ack_seconds_sum", (("kind", "report"),))] == 0.25
         assert s[("smpp_bridge_push_ack_seconds_count", (("kind", "uplink"),))] == 1
 
+    def test_buckets_are_cumulative_and_include_their_bound(self) -> None:
+        """An amount equal to a bound counts in that bucket; one past every bound only in +Inf."""
+        lat = Latencies()
+        for queued_at, now in ((0.0, 0.005), (0.0, 0.0051), (0.0, 1e9)):
+            lat.push_acked("report", queued_at, now)
+        s = _samples(render_metrics(_sources([]), lat)())
+
+        def le(bound: str) -> float:
+            return s[("smpp_bridge_push_ack_seconds_bucket", (("kind", "report"), ("le", bound)))]
+        assert (le("0.005"), le("0.01"), le("86400.0"), le("+Inf")) == (1, 2, 2, 3)
+        assert s[("smpp_bridge_push_ack_seconds_count", (("kind", "report"),))] == 3
+
     def test_accepted_at_reads_the_message_id(self) -> None:
         """A smsMsgId carries its acceptance time to the millisecond."""
         assert abs(accepted_at(new_message_id(1764000000.123)) - 1764000000.123) < 0.001
