@@ -51,10 +51,17 @@ class DeadlineChannel(http.HTTPChannel):
     _due = 0.0
     _part: str | None = None                # "headers", "body" or "idle" while a deadline runs
     timed_out = 0  # class-wide count, for metrics and tests
+    _host: IAddress | None = None
 
     def connectionMade(self) -> None:  # noqa: N802 (Twisted API)
         super().connectionMade()
         self._arm(self.header_timeout_s, "headers")
+
+    def getHost(self) -> IAddress:  # noqa: N802 (Twisted API)
+        """The local address, read once: each Request asks for it, a getsockname call every time."""
+        if self._host is None:
+            self._host = super().getHost()
+        return self._host
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 (Twisted API)
         if self._part in (None, "idle") and not self._handlingRequest:

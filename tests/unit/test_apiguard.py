@@ -100,3 +100,29 @@ def test_idle_timeout_closes_a_silent_keep_alive_connection_on_the_same_timer() 
     assert not transport.disconnecting
     clock.advance(0.5)
     assert transport.disconnecting and b"408" not in transport.value()
+
+
+def test_local_address_is_read_once_per_connection() -> None:
+    """Every request is told the local address; the socket is asked once per connection."""
+    channel, transport = _channel(Clock())
+    asked = 0
+    real = transport.getHost
+
+    def counting() -> Any:
+        nonlocal asked
+        asked += 1
+        return real()
+    transport.getHost = counting
+    seen = []
+
+    class _Host(resource.Resource):
+        isLeaf = True
+
+        def render_POST(self, request: server.Request) -> bytes:  # noqa: N802 (Twisted API)
+            seen.append(request.getHost())
+            return b"ok"
+    channel.site.resource = _Host()
+    for _ in range(5):
+        channel.dataReceived(REQUEST)
+    assert transport.value().count(b"HTTP/1.1 200 OK") == 5
+    assert asked == 1 and seen == [real()] * 5
