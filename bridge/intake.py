@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, fail, gatherResults
 
 from bridge import jsonfast
 from bridge.config import AppConfig, BridgeConfig
@@ -178,23 +178,32 @@ class IntakeService:
         """
         try:
             request = self.validate(app, body)
+            now = self._now()
+            rows, drafts = self._prepare(request, now)
         except IntakeError as exc:
-            return Deferred.fromCoroutine(_raise(exc))
-        return Deferred.fromCoroutine(self._submit(request))
-
-    async def _submit(self, req: _Request) -> Accepted:
-        now = self._now()
-        rows, drafts = self._prepare(req, now)
+            return fail(exc)
         numbers = tuple(d.number for d in drafts if d.message is not None)
-        query = AdmissionQuery(req.sender, numbers, tuple(n for n in numbers if self._limiter.applies_to(n)),
-                               now - 86_400)
-        accepted = await self._store.messages.admit(query, lambda facts: self._decide(rows, drafts, facts, now))
+        query = AdmissionQuery(request.sender, numbers,
+                               tuple(n for n in numbers if self._limiter.applies_to(n)), now - 86_400)
+        admitted = self._store.messages.admit(query, lambda facts: self._decide(rows, drafts, facts, now))
+        return admitted.addCallback(self._admitted, now)
+
+    def _admitted(self, accepted: Accepted, now: float) -> Deferred[Accepted]:
+        """Stored: wake the dispatcher, finalise what the rules refused, wait for the commit.
+
+        (Callbacks rather than a coroutine: this runs for every request.)
+        """
         if accepted.messages and self._on_queued is not None:
             self._on_queued({m.carrier for m in accepted.messages if m.carrier is not None})
         if accepted.finals:   # refused at intake (blacklist, limits, no route): final at once
-            await gatherResults([self._finaliser.message_final(mid, v.status, v.org_code, 0, now)
-                                 for mid, v in accepted.finals], consumeErrors=True)
-        await self._store.durable()
+            finals = gatherResults([self._finaliser.message_final(mid, v.status, v.org_code, 0, now)
+                                    for mid, v in accepted.finals], consumeErrors=True)
+            durable: Deferred[object] = finals.addCallback(lambda _: self._store.durable())
+        else:
+            durable = self._store.durable()
+        return durable.addCallback(self._durable, accepted)
+
+    def _durable(self, _: object, accepted: Accepted) -> Accepted:
         self.accepted += len(accepted.messages)
         return accepted
 
@@ -362,7 +371,3 @@ class IntakeService:
             messages.append(msg)
         out = tuple(messages)
         return out, Accepted(rows, out, tuple(finals))
-
-
-async def _raise(exc: Exception) -> Accepted:
-    raise exc
