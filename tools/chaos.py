@@ -337,6 +337,9 @@ class Chaos:
         accepted = set(self.accepted)
         r.final = sum(1 for m in self.accepted if m in per_message)
         r.missing_reports = r.messages_accepted - r.final
+        if r.missing_reports:
+            for line in self._where_they_are([m for m in self.accepted if m not in per_message][:20]):
+                print(f"chaos: no report for {line}", file=sys.stderr)
         r.reports_for_unanswered = len(set(per_message) - accepted)
         r.conflicting_reports = sum(1 for seen in per_message.values() if len(seen) > 1)
         r.duplicate_pushes_seen = sum(n - 1 for n in Counter(ids).values() if n > 1)
@@ -349,6 +352,35 @@ class Chaos:
         flagged = self._flagged_segments()
         r.unflagged_duplicates = sum(1 for key, _ in dups if (key[0], key[1]) not in flagged)
         r.binds_over_limit = sum(1 for n in r.bind_peaks.values() if n > self.cfg.binds)
+
+    def _where_they_are(self, message_ids: list[str]) -> list[str]:
+        """What the store says of messages without a report: their state, segments and pushes."""
+        marks = ",".join(["%s" if self.cfg.store_url else "?"] * len(message_ids))
+        queries = (
+            f"SELECT id, state, status, carrier FROM messages WHERE id IN ({marks})",
+            f"SELECT message_id, seq, state, status, carrier_msg_id, attempts, possible_duplicate, dispatched_by"
+            f" FROM segments WHERE message_id IN ({marks})",
+            f"SELECT ref_id, state, attempts, claimed_by, last_error FROM outbox WHERE ref_id IN ({marks})",
+        )
+        found: dict[str, list[str]] = {m: [] for m in message_ids}
+        try:
+            if self.cfg.store_url:
+                import psycopg
+
+                with psycopg.connect(self.cfg.store_url) as pg:
+                    results = [list(pg.execute(q, message_ids)) for q in queries]
+            else:
+                con = sqlite3.connect(f"file:{self.cfg.workdir / 'bridge.db'}?mode=ro", uri=True, timeout=5)
+                try:
+                    results = [con.execute(q, message_ids).fetchall() for q in queries]
+                finally:
+                    con.close()
+        except Exception as exc:  # noqa: BLE001 (a diagnostic only: say why it is missing)
+            return [f"{', '.join(message_ids)} (store not readable: {exc})"]
+        for kind, rows in zip(("message", "segment", "push"), results, strict=True):
+            for row in rows:
+                found.setdefault(row[0], []).append(f"{kind} {list(row[1:])}")
+        return [f"{m}: {'; '.join(found[m]) or 'not in the store'}" for m in message_ids]
 
     def _flagged_segments(self) -> set[tuple[str, int]]:
         """(destination, part) of segments the bridge flagged possibly sent twice: only it knows."""
