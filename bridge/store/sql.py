@@ -367,9 +367,9 @@ class SqlMessages:
                 choice = decide(final.segments)
                 if choice is not None:
                     finalised = _finalise(tx, final.message_id, choice, a.received_at, report, self._claimer)
-            tx.rows("INSERT INTO receipts_raw (carrier, received_at, canonical_id, receipt, segment_id, outcome)"
-                    " VALUES (?,?,?,?,?,?) RETURNING id",
-                    (a.carrier, a.received_at, a.canonical_id, a.receipt_json, segment_id, str(outcome)))
+            tx.run("INSERT INTO receipts_raw (carrier, received_at, canonical_id, receipt, segment_id, outcome)"
+                   " VALUES (?,?,?,?,?,?)",
+                   (a.carrier, a.received_at, a.canonical_id, a.receipt_json, segment_id, str(outcome)))
             return ReceiptApplied(outcome, segment_id, finalised)
         return self._ex.write(op)
 
