@@ -165,6 +165,23 @@ def _segment_final(tx: Tx, message_id: str, seq: int, total: int, status: str, o
     return SegmentFinal(message_id, tuple(_segment_statuses(tx, message_id)))
 
 
+def _final_by_id(tx: Tx, segment_id: int, status: str, org_code: str, now: float,
+                 submit_status: int | None = None, possible_duplicate: bool = False) -> SegmentFinal | None:
+    """Mark a segment final, its message row locked first (PostgreSQL); None if it already was."""
+    if tx.for_update:
+        tx.rows("SELECT 1 FROM messages WHERE id = (SELECT message_id FROM segments WHERE id = ?)"
+                f"{tx.for_update}", (segment_id,))
+    rows = tx.rows("UPDATE segments SET state = 'final', status = ?, org_code = ?, done_at = ?,"
+                   " submit_status = COALESCE(?, submit_status),"
+                   " possible_duplicate = CASE WHEN ? = 1 THEN 1 ELSE possible_duplicate END"
+                   " WHERE id = ? AND state != 'final' RETURNING message_id, seq, total",
+                   (status, org_code, now, submit_status, int(possible_duplicate), segment_id))
+    if not rows:
+        return None
+    message_id, seq, total = rows[0]
+    return _segment_final(tx, message_id, seq, total, status, org_code)
+
+
 def _find_segment(tx: Tx, carrier: str, canonical_id: str) -> SegmentMatch | None:
     rows = tx.rows("SELECT id, message_id, state, total FROM segments WHERE carrier = ?"
                    " AND carrier_msg_id = ? ORDER BY id DESC LIMIT 1", (carrier, canonical_id))
@@ -307,20 +324,8 @@ class SqlMessages:
         The message row is locked first (PostgreSQL), so two segments of one message made
         final at once, by any instances, cannot both miss that the other is final.
         """
-        def op(tx: Tx) -> SegmentFinal | None:
-            if tx.for_update:
-                tx.rows("SELECT 1 FROM messages WHERE id = (SELECT message_id FROM segments WHERE id = ?)"
-                        f"{tx.for_update}", (segment_id,))
-            rows = tx.rows("UPDATE segments SET state = 'final', status = ?, org_code = ?, done_at = ?,"
-                           " submit_status = COALESCE(?, submit_status),"
-                           " possible_duplicate = CASE WHEN ? = 1 THEN 1 ELSE possible_duplicate END"
-                           " WHERE id = ? AND state != 'final' RETURNING message_id, seq, total",
-                           (status, org_code, now, submit_status, int(possible_duplicate), segment_id))
-            if not rows:
-                return None
-            message_id, seq, total = rows[0]
-            return _segment_final(tx, message_id, seq, total, status, org_code)
-        return self._ex.write(op)
+        return self._ex.write(lambda tx: _final_by_id(tx, segment_id, status, org_code, now, submit_status,
+                                                      possible_duplicate))
 
     def apply_receipt(self, arrival: ReceiptArrival, decide: FinalDecider,
                       report: ChoiceReport | None = None) -> Deferred[ReceiptApplied]:
@@ -360,9 +365,18 @@ class SqlMessages:
                     if not a.final:
                         outcome = ReceiptOutcome.INTERMEDIATE
                     else:
-                        outcome = ReceiptOutcome.DUPLICATE
-                        # A redelivery after a crash may find the segment final but not its message.
-                        final = SegmentFinal(match.message_id, tuple(_segment_statuses(tx, match.message_id)))
+                        if match.state != "final":
+                            # PostgreSQL reads each statement at its own snapshot: the submit
+                            # result that gave the segment this id committed after the UPDATE
+                            # looked (another member's), so make it final by its id now.
+                            final = _final_by_id(tx, match.segment_id, a.status, a.org_code, a.received_at)
+                        if final is not None:
+                            outcome = ReceiptOutcome.APPLIED
+                        else:
+                            outcome = ReceiptOutcome.DUPLICATE
+                            # A redelivery after a crash may find the segment final but not its message.
+                            final = SegmentFinal(match.message_id,
+                                                 tuple(_segment_statuses(tx, match.message_id)))
             if final is not None:
                 choice = decide(final.segments)
                 if choice is not None:
