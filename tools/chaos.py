@@ -361,6 +361,10 @@ class Chaos:
             f"SELECT message_id, seq, state, status, carrier_msg_id, attempts, possible_duplicate, dispatched_by"
             f" FROM segments WHERE message_id IN ({marks})",
             f"SELECT ref_id, state, attempts, claimed_by, last_error FROM outbox WHERE ref_id IN ({marks})",
+            # The receipts logged for their segments' carrier ids, and what became of each.
+            f"SELECT s.message_id, r.id, r.canonical_id, r.segment_id, r.outcome, r.received_at FROM receipts_raw r"
+            f" JOIN segments s ON s.carrier = r.carrier AND s.carrier_msg_id = r.canonical_id"
+            f" WHERE s.message_id IN ({marks})",
         )
         found: dict[str, list[str]] = {m: [] for m in message_ids}
         try:
@@ -377,7 +381,7 @@ class Chaos:
                     con.close()
         except Exception as exc:  # noqa: BLE001 (a diagnostic only: say why it is missing)
             return [f"{', '.join(message_ids)} (store not readable: {exc})"]
-        for kind, rows in zip(("message", "segment", "push"), results, strict=True):
+        for kind, rows in zip(("message", "segment", "push", "receipt"), results, strict=True):
             for row in rows:
                 found.setdefault(row[0], []).append(f"{kind} {list(row[1:])}")
         return [f"{m}: {'; '.join(found[m]) or 'not in the store'}" for m in message_ids]
