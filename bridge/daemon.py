@@ -316,7 +316,9 @@ def _tune_collector() -> None:
 
 def run_daemon(config: BridgeConfig, *, node: str | None = None, shared_port: int | None = None) -> int:
     configure_logging(config.logging.level, config.logging.format, config.logging.redact, channels=config.channels)
-    from twisted.internet import reactor
+    from bridge.reactor import install
+
+    reactor = install()
 
     if shared_port is not None:   # a --workers worker: it must not outlive its supervisor
         die_with_parent()

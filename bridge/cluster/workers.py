@@ -23,7 +23,6 @@ import structlog
 from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, formatEvent
-from twisted.runner.procmon import ProcessMonitor
 
 from bridge.config import BridgeConfig
 
@@ -120,6 +119,7 @@ def run_workers(config: BridgeConfig, count: int) -> int:
         print(f"smpp-bridge: cannot start: {exc}", file=sys.stderr)
         return 1
     from twisted.internet import reactor
+    from twisted.runner.procmon import ProcessMonitor
 
     from bridge.logs import configure_logging
 
@@ -134,7 +134,7 @@ def run_workers(config: BridgeConfig, count: int) -> int:
                           "db": first.get("db"), "backend": first.get("backend")}), flush=True)
         log.info("workers.ready", workers=count, api=port)
 
-    monitor = ProcessMonitor(reactor)
+    monitor = ProcessMonitor(reactor)   # imported here: procmon imports the global reactor
     monitor.threshold = 2
     monitor.minRestartDelay = 0.5
     monitor.maxRestartDelay = 30
