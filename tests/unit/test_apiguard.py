@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.web import resource, server
+from twisted.web import http, resource, server
 
 from bridge.apiguard import DeadlineChannel
 
@@ -126,3 +127,64 @@ def test_local_address_is_read_once_per_connection() -> None:
         channel.dataReceived(REQUEST)
     assert transport.value().count(b"HTTP/1.1 200 OK") == 5
     assert asked == 1 and seen == [real()] * 5
+
+
+class _Header(resource.Resource):
+    """Answers with a header set from the request, line breaks and all."""
+
+    isLeaf = True
+
+    def render_POST(self, request: server.Request) -> bytes:  # noqa: N802 (Twisted API)
+        request.setHeader(b"x-echo", request.getHeader(b"x-in") or b"")
+        request.setHeader(b"content-type", b"application/json")
+        return b"{}"
+
+
+class _WriteCounting(StringTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        super().write(data)
+
+    def writeSequence(self, seq: Any) -> None:  # noqa: N802 (Twisted API)
+        self.writes += len(seq)   # a piece each: the transport checks and copies each
+        super().writeSequence(seq)
+
+
+def _answer(channel_class: type, head: bytes) -> tuple[bytes, int]:
+    clock = Clock()
+    site = server.Site(_Header(), timeout=None, reactor=clock)
+    site.protocol = channel_class
+    channel = site.buildProtocol(None)
+    transport = _WriteCounting()
+    channel.makeConnection(transport)
+    channel.dataReceived(head + b"Content-Length: 2\r\n\r\n{}")
+    return transport.value(), transport.writes
+
+
+def test_status_line_and_headers_are_one_write_with_twisteds_bytes() -> None:
+    """The answer's head goes out in one write, byte for byte what HTTPChannel writes in ~25 pieces."""
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nX-In: a b\r\n"
+    ours, our_writes = _answer(DeadlineChannel, head)
+    twisteds, _ = _answer(http.HTTPChannel, head)
+    date = re.compile(rb"Date: [^\r]*\r\n")
+    assert date.sub(b"", ours) == date.sub(b"", twisteds)
+    assert ours.startswith(b"HTTP/1.1 200 OK\r\n") and b"X-Echo: a b\r\n" in ours
+    assert our_writes == 2   # the head, then the body (HTTPChannel: 6 + 4 per header, then the body)
+
+
+def test_header_values_cannot_inject_lines() -> None:
+    """A value holding CR LF (set by a resource from request data) is not split into a new header."""
+    clock = Clock()
+    site = server.Site(_Header(), timeout=None, reactor=clock)
+    site.protocol = DeadlineChannel
+    channel = site.buildProtocol(None)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    request = server.Request(channel)
+    request.setHeader(b"x-echo", b"a\r\nSet-Cookie: evil=1")
+    request.write(b"x")
+    assert b"\r\nSet-Cookie" not in transport.value()
