@@ -42,7 +42,7 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p), g) for p
      r"|bridge/smpp/|prometheus_client/|gsm0338/", "pipeline modules"),
 ))
 # Reactor frames keep their own self time: running Deferreds, timers and transports.
-_REACTOR = re.compile(r"^twisted/|^zope/|^selectors\.py|^socket\.py")
+_REACTOR = re.compile(r"^twisted/|^zope/|^selectors\.py|^socket\.py|bridge/reactor\.py")
 # twisted.web files used by both the server and the client: resolved by the nearest caller.
 _SHARED_WEB = re.compile(r"^twisted/web/")
 _FRAME = re.compile(r"\((?P<file>[^():]+)(?::\d+)?\)$")

@@ -12,6 +12,7 @@ from bridge.receipts import (
     RAW_FIELD_MAX,
     Receipt,
     _capped,
+    _receipt_to_json_general,
     parse_receipt,
     receipt_from_json,
     receipt_to_json,
@@ -89,3 +90,15 @@ def test_stored_line_is_what_json_writes(message_id: str, stat: str, err: str, t
     fields = {"v": 1, "message_id": message_id, "stat": stat, "err": err, "message_state": state,
               "submit_date": "2401011200", "done_date": "", "text": text, "source": "text", "raw": raw}
     assert receipt_to_json(receipt) == json.dumps(fields, separators=(",", ":"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(texts=st.lists(st.text(max_size=260) | st.text(alphabet=st.characters(max_codepoint=127), max_size=260),
+                      min_size=8, max_size=8),
+       state=st.none() | st.integers(min_value=0, max_value=255))
+def test_short_ascii_path_writes_what_the_general_path_writes(texts: list[str], state: int | None) -> None:
+    """The shortcut for short ASCII receipts and the field-by-field writer give the same line,
+    around the length where fields start to be cut (170 characters) and with non-ASCII text."""
+    receipt = Receipt(message_id=texts[0], stat=texts[1], err=texts[2], message_state=state,
+                      submit_date=texts[3], done_date=texts[4], text=texts[5], source=texts[6], raw=texts[7])
+    assert receipt_to_json(receipt) == _receipt_to_json_general(receipt)
