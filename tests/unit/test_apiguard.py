@@ -154,14 +154,18 @@ class _WriteCounting(StringTransport):
         super().writeSequence(seq)
 
 
-def _answer(channel_class: type, head: bytes) -> tuple[bytes, int]:
-    clock = Clock()
-    site = server.Site(_Header(), timeout=None, reactor=clock)
+def _connected(channel_class: type, transport: StringTransport) -> Any:
+    """A channel of ``channel_class`` serving :class:`_Header`, connected to ``transport``."""
+    site = server.Site(_Header(), timeout=None, reactor=Clock())
     site.protocol = channel_class
     channel = site.buildProtocol(None)
-    transport = _WriteCounting()
     channel.makeConnection(transport)
-    channel.dataReceived(head + b"Content-Length: 2\r\n\r\n{}")
+    return channel
+
+
+def _answer(channel_class: type, head: bytes) -> tuple[bytes, int]:
+    transport = _WriteCounting()
+    _connected(channel_class, transport).dataReceived(head + b"Content-Length: 2\r\n\r\n{}")
     return transport.value(), transport.writes
 
 
@@ -178,13 +182,8 @@ def test_status_line_and_headers_are_one_write_with_twisteds_bytes() -> None:
 
 def test_header_values_cannot_inject_lines() -> None:
     """A value holding CR LF (set by a resource from request data) is not split into a new header."""
-    clock = Clock()
-    site = server.Site(_Header(), timeout=None, reactor=clock)
-    site.protocol = DeadlineChannel
-    channel = site.buildProtocol(None)
     transport = StringTransport()
-    channel.makeConnection(transport)
-    request = server.Request(channel)
+    request = server.Request(_connected(DeadlineChannel, transport))
     request.setHeader(b"x-echo", b"a\r\nSet-Cookie: evil=1")
     request.write(b"x")
     assert b"\r\nSet-Cookie" not in transport.value()
