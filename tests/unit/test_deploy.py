@@ -55,8 +55,16 @@ class TestDashboard:
         bridge = make_bridge()
         mid = bridge.send(["+8613812348001"])["result"][0]["smsMsgId"]
         wait_for(lambda: receiver.reports_for(mid), what="the report")
-        status, text = bridge.request("GET", f"{bridge.api}/metrics", token=None)
-        assert status == 200
+
+        def scraped_after_ack() -> str | None:
+            # The receiver has the report before the bridge has read its answer: scrape
+            # until the bridge has recorded the acknowledgement too.
+            status, text = bridge.request("GET", f"{bridge.api}/metrics", token=None)
+            assert status == 200
+            acked = sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                        if s.name == "smpp_bridge_push_ack_seconds_count")
+            return text if acked >= 1 else None
+        text = wait_for(scraped_after_ack, what="the push's acknowledgement in /metrics")
         labels: dict[str, set[str]] = {}
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
