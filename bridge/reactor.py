@@ -23,6 +23,7 @@ Only the daemon's entry point installs it (:func:`install`), before anything imp
 from __future__ import annotations
 
 import errno
+import sys
 from select import EPOLLOUT
 from typing import Any
 
@@ -95,8 +96,6 @@ class LeanEPollReactor(EPollReactor):
 
 def install() -> EPollReactor:
     """Install :class:`LeanEPollReactor` as the global reactor, or keep one already there."""
-    import sys
-
     from twisted.internet.main import installReactor
 
     existing = sys.modules.get("twisted.internet.reactor")

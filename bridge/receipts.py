@@ -243,6 +243,7 @@ def receipt_to_json(receipt: Receipt) -> str:
 
 
 def _receipt_to_json_general(receipt: Receipt) -> str:
+    """:func:`receipt_to_json` field by field: long or non-ASCII fields, cut where they must be."""
     fields: dict[str, object] = {"v": _JSON_VERSION}
     truncated: dict[str, int] = {}
     for key in ("message_id", "stat", "err", "message_state", "submit_date", "done_date", "text",
@@ -257,7 +258,7 @@ def _receipt_to_json_general(receipt: Receipt) -> str:
     if truncated:
         fields["truncated"] = truncated
     elif all(type(v) is not str or v.isascii() for v in fields.values()):
-        # Plain ASCII (nearly every receipt): orjson writes the bytes json.dumps would.
+        # Plain ASCII, long fields kept whole: orjson writes the bytes json.dumps would.
         return jsonfast.dumps_flat(fields)   # type: ignore[arg-type]
     return json.dumps(fields, separators=(",", ":"))
 
