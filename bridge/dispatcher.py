@@ -113,12 +113,14 @@ class Dispatcher:
     # -- feeding -----------------------------------------------------------------------
 
     def kick(self, carriers: Iterable[str] | None = None) -> None:
-        """Feed the links at the next turn of the reactor (one feed however many kicks).
+        """Feed the links just before the store's next group commit (one feed however many
+        kicks; at the next turn of the reactor when no commit is pending).
 
         ``carriers``: only those links have new work or room (the default: every link).
-        A feed asks the store once per link it feeds, so intake names its carriers.
+        A feed asks the store once per link it feeds, so intake names its carriers; fed
+        at the commit, that is one statement for everything the commit's requests queued.
 
-        Segments are taken in the transaction that is open then, usually the one that
+        Segments are taken in the transaction that is committed then, usually the one that
         queued them, so one group commit makes the message and its "dispatched" mark
         durable together: the submit goes out one fsync after intake instead of two. A
         segment reaches its link only once that commit is done (``_taken``); if it fails,
@@ -133,7 +135,8 @@ class Dispatcher:
         if self._feed_pending:
             return
         self._feed_pending = True
-        self._reactor.callLater(0, self._feed)
+        if not self._store.before_commit(self._feed):
+            self._reactor.callLater(0, self._feed)
 
     def _feed(self) -> None:
         kicked, self._kicked = self._kicked, set()

@@ -183,6 +183,9 @@ class PostgresExecutor:
             return succeed(None)
         return self._submit(_nothing)
 
+    def before_commit(self, fn: Callable[[], object]) -> bool:
+        return False   # each batch commits as it runs: there is no pending commit to join
+
     def flush(self) -> Deferred[None]:
         return self.durable()
 

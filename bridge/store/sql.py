@@ -865,6 +865,9 @@ class SqlStore:
     def durable(self) -> Deferred[None]:
         return self._ex.durable()
 
+    def before_commit(self, fn: Callable[[], object]) -> bool:
+        return self._ex.before_commit(fn)
+
     def flush(self) -> Deferred[None]:
         return self._ex.flush()
 

@@ -133,9 +133,11 @@ class SqliteExecutor:
         self._checkpointing = False
         self._commit_thread = commit_thread and not memory
         self._committing = False                       # a COMMIT is running on the worker thread
-        # Calls made during a COMMIT, in order: (run, op, its Deferred), or (commit, None, None).
+        # Calls made during a COMMIT, in order: (run, op, its Deferred), (commit, None, None)
+        # or (_before_next_commit, fn, None).
         self._queued: list[tuple[Callable[..., Any], Any, Deferred[Any] | None]] = []
         self._next_waiters: list[Deferred[None]] = []  # durable() asked during a COMMIT
+        self._pre_commit: list[Callable[[], object]] = []   # before_commit(): run by the next _commit
         self.commits = 0
         self.commit_seconds = 0.0
         self.closed = False
@@ -204,6 +206,35 @@ class SqliteExecutor:
         self._arm()
         return d
 
+    def before_commit(self, fn: Callable[[], object]) -> bool:
+        """Call ``fn`` just before the next COMMIT, in its transaction (False: none is open).
+
+        The dispatcher takes queued segments here: one statement takes what a whole group
+        commit queued, instead of one per turn of the reactor, and the submit waits for the
+        same fsync it waited for before.
+        """
+        if self._committing:
+            # Calls queued behind the COMMIT in progress usually open the next transaction:
+            # decided in their order, once it is done.
+            self._queued.append((self._before_next_commit, fn, None))
+            return True
+        if not self._conn.in_transaction:
+            return False
+        self._pre_commit.append(fn)   # the write that opened the transaction armed the timer
+        return True
+
+    def _before_next_commit(self, fn: Callable[[], object]) -> None:
+        if not self.before_commit(fn):
+            fn()
+
+    def _run_pre_commit(self) -> None:
+        hooks, self._pre_commit = self._pre_commit, []
+        for fn in hooks:
+            try:
+                fn()
+            except Exception:   # a caller's bug must not cost the commit everyone waits on
+                log.exception("store.before_commit_failed")
+
     def flush(self) -> Deferred[None]:
         """Commit now; fails with StoreError if the commit does."""
         if self._committing:
@@ -223,6 +254,8 @@ class SqliteExecutor:
     def _commit(self) -> None:
         if self._committing:
             return   # (a timer armed by a queued call; the commit in progress re-arms it)
+        if self._pre_commit:
+            self._run_pre_commit()   # (before the timer is cancelled: their writes re-arm it)
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
@@ -272,7 +305,7 @@ class SqliteExecutor:
                 continue
             run, op, d = entry
             if d is None:
-                run()
+                run() if op is None else run(op)
                 continue
             try:
                 value = run(op)

@@ -173,6 +173,63 @@ class TestCommitThread:
         result_of(reopened.close())
 
 
+class TestBeforeCommit:
+    """``before_commit``: the dispatcher's feed runs once per group commit, in its transaction."""
+
+    def test_runs_once_in_the_transaction_the_next_commit_makes_durable(self, tmp_path: Path) -> None:
+        clock = Clock()
+        store, executor = open_sqlite(tmp_path / "s.db", clock=clock, commit_interval_s=0.005)
+        assert store.before_commit(lambda: None) is False          # no transaction: not taken
+        result_of(store.blacklist.add("1069", "+8613800000001", 1.0, None))
+        ran: list[Deferred[None]] = []
+
+        def hook() -> None:   # writes, and waits for durability, inside the commit's transaction
+            store.blacklist.add("1069", "+8613800000002", 2.0, None)
+            ran.append(store.durable())
+        assert store.before_commit(hook) is True
+        assert ran == []
+        clock.advance(0.005)                                        # the group commit
+        assert len(ran) == 1 and _fired(ran[0]) == [None]           # durable with that same commit
+        assert not executor.db.conn.in_transaction                  # nothing left for another one
+        clock.advance(1.0)
+        assert len(ran) == 1                                        # once
+        assert result_of(store.blacklist.listed("1069", ["+8613800000002"])) == {"+8613800000002"}
+        result_of(store.close())
+
+    def test_a_failing_hook_does_not_fail_the_commit(self, tmp_path: Path) -> None:
+        clock = Clock()
+        store, _ = open_sqlite(tmp_path / "s.db", clock=clock, commit_interval_s=0.005)
+        result_of(store.blacklist.add("1069", "+8613800000001", 1.0, None))
+        waiting = _fired(store.durable())
+        store.before_commit(lambda: 1 / 0)
+        clock.advance(0.005)
+        assert waiting == [None]
+        result_of(store.close())
+
+    def test_asked_during_a_threaded_commit_it_joins_the_next_one(self, tmp_path: Path) -> None:
+        """In call order: after a write queued behind the COMMIT, it waits for the commit after."""
+        clock = ThreadedClock()
+        store, executor = open_sqlite(tmp_path / "s.db", clock=clock, commit_interval_s=0.005, commit_thread=True)
+        result_of(store.blacklist.add("1069", "+8613800000001", 1.0, None))
+        clock.advance(0.005)                                        # COMMIT 1 on the pool
+        order: list[str] = []
+        store.blacklist.add("1069", "+8613800000002", 2.0, None).addCallback(lambda _: order.append("write"))
+        assert store.before_commit(lambda: order.append("hook")) is True
+        clock.pool.run()                                            # COMMIT 1 done: the write opens the next
+        assert order == ["write"]
+        clock.advance(0.005)                                        # COMMIT 2 starts: the hook first
+        assert order == ["write", "hook"]
+        clock.pool.run()
+        # Asked during a commit with nothing queued after it: called as soon as it is done.
+        clock.advance(0.005)
+        result_of(store.blacklist.add("1069", "+8613800000003", 3.0, None))
+        clock.advance(0.005)
+        assert store.before_commit(lambda: order.append("alone")) is True
+        clock.pool.run()
+        assert order[-1] == "alone" and not executor.db.conn.in_transaction
+        result_of(store.close())
+
+
 class TestPeriodicQueries:
     """What runs every second or every pump reads an index, never a whole table: a scan
     costs time in proportion to the history kept (15 ms at 300,000 receipts for the

@@ -421,6 +421,25 @@ class TestDispatchDurability:
         result_of(reopened.close())
         result_of(store.close())
 
+    def test_kicks_within_one_group_commit_are_fed_by_one_take(self, tmp_path: Path, clock: Clock) -> None:
+        """Requests admitted while a transaction is open are taken together just before its
+        commit: one statement for the three, not one per kick, and sent after that commit."""
+        store, executor, disp = _sqlite_dispatcher(tmp_path, clock)
+        link = FakeLink()
+        disp.add_link("cmcc", link)
+        takes: list[str] = []
+        executor.db.conn.set_trace_callback(
+            lambda sql: takes.append(sql) if sql.startswith("UPDATE segments SET state = 'dispatched'") else None)
+        for name in ("a", "b", "c"):
+            _insert(store, [_message(name)])
+            disp.kick({"cmcc"})
+            clock.advance(0.001)
+        assert takes == [] and link.queued == []
+        clock.advance(0.01)
+        assert len(takes) == 1 and executor.commits == 1
+        assert len(link.queued) == 3
+        result_of(store.close())
+
     def test_a_kick_naming_carriers_feeds_only_their_links(self, tmp_path: Path, clock: Clock) -> None:
         """Intake names the carriers it queued for: the other links are not asked about (one store
         statement per link fed), until a kick for every link, e.g. the periodic one."""
