@@ -147,7 +147,12 @@ class SqliteExecutor:
         return self._call(self._read_now, op)
 
     def write(self, op: Callable[[Tx], T]) -> Deferred[T]:
-        return self._call(self._write_now, op)
+        if self._committing:   # (_call, inline: several writes a message)
+            return self._later(self._write_now, op)
+        try:
+            return succeed(self._write_now(op))
+        except StoreError as exc:
+            return fail(exc)
 
     def _call(self, run: Callable[[Callable[[Tx], T]], T], op: Callable[[Tx], T]) -> Deferred[T]:
         """``run(op)`` now, or once the COMMIT in progress is done."""

@@ -187,3 +187,34 @@ def test_header_values_cannot_inject_lines() -> None:
     request.setHeader(b"x-echo", b"a\r\nSet-Cookie: evil=1")
     request.write(b"x")
     assert b"\r\nSet-Cookie" not in transport.value()
+
+
+class _Path(resource.Resource):
+    isLeaf = True
+
+    def render_GET(self, request: server.Request) -> bytes:  # noqa: N802 (Twisted API)
+        return b"/".join(request.postpath)
+
+
+def test_bounded_request_dates_answers_by_the_sites_clock_and_routes_like_twisted() -> None:
+    """``BoundedRequest.process`` formats Date once a second: each answer carries its own second."""
+    from bridge.api import BoundedRequest
+
+    clock = Clock()
+    clock.advance(1_764_763_200.75)            # 2025-12-03 12:00:00.75 UTC
+    root = resource.Resource()
+    root.putChild(b"p", _Path())
+    site = server.Site(root, timeout=None, reactor=clock)
+    site.protocol = DeadlineChannel
+    site.requestFactory = BoundedRequest
+    transport = StringTransport()
+    channel = site.buildProtocol(None)
+    channel.makeConnection(transport)
+    channel.dataReceived(b"GET /p/a%20b/c HTTP/1.1\r\nHost: x\r\n\r\n")
+    clock.advance(0.5)                         # the next second
+    channel.dataReceived(b"GET /p/%2F HTTP/1.1\r\nHost: x\r\n\r\n")
+    answers = transport.value().split(b"HTTP/1.1 ")[1:]
+    assert answers[0].startswith(b"200 ") and answers[0].endswith(b"\r\n\r\na b/c")
+    assert b"Date: Wed, 03 Dec 2025 12:00:00 GMT\r\n" in answers[0]
+    assert b"Server: TwistedWeb/" in answers[0]
+    assert answers[1].endswith(b"\r\n\r\n/") and b"Date: Wed, 03 Dec 2025 12:00:01 GMT\r\n" in answers[1]
