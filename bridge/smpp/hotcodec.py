@@ -12,9 +12,7 @@ byte-for-byte (encode) and field-for-field (decode) agreement on generated PDUs.
 
 from __future__ import annotations
 
-import re
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -67,8 +65,6 @@ class _Layout:
     tlv_plan: dict[int, tuple[str, int, int]]   # tag -> (name, step, size)
     # For encode: (name, step, size, first integer too large, limit, default, is the length field).
     write_plan: tuple[tuple[str, int, int, int, int, Any, bool], ...]
-    # The mandatory fields read by one regular expression (see _fast_reader), or None.
-    read_fast: Callable[[bytes, dict[str, Any], int], int] | None = None
 
 
 # Decode steps of :attr:`_Layout.read_plan` and :attr:`_Layout.tlv_plan`.
@@ -132,56 +128,7 @@ def _layout(name: str, proto: Any) -> _Layout:
                         defaults.get(f.name), f.name == length_field) for f in mandatory)
     return _Layout(name, command_codes.get_command_code(name), tuple(tlvs),
                    frozenset(proto.params), defaults, length_field,
-                   {field.name: i for i, field in enumerate(tlvs)}, read_plan, tlv_plan, write_plan,
-                   _fast_reader(name, read_plan))
-
-
-def _fast_reader(command: str, read_plan: tuple[tuple[str, int, int, int, str], ...]
-                 ) -> Callable[[bytes, dict[str, Any], int], int] | None:
-    """The mandatory fields of an ordinary frame in one regex match and straight-line code.
-
-    For a plan of single octets and C-strings, optionally ending with the octet string
-    whose length the octet before it holds (submit_sm, deliver_sm and their responses):
-    ``read(frame, fields, end)`` fills ``fields`` and answers where the TLVs start, or -1
-    for anything the regex does not cover (a field cut short, a string over its limit,
-    an empty short_message), which the general loop in :func:`decode` then reads. The
-    loop's interpretation of each field cost four times its work in a running bridge.
-    """
-    if len(read_plan) < 4:
-        return None   # (a response's one C-string reads as fast in the loop)
-    plan = list(read_plan)
-    octets = None
-    if plan and plan[-1][1] == _OCTETS:
-        octets = plan.pop()
-        if not plan or plan[-1][0] != octets[4] or plan[-1][1] != _BYTE:
-            return None
-    pattern = []
-    body = [f"def read_{command}(frame, fields, end):",
-            "    m = _match(frame, 16)",
-            "    if m is None:",
-            "        return -1",
-            "    g = m.groups()"]
-    for index, (name, step, _size, limit, _len_field) in enumerate(plan):
-        if step == _BYTE:
-            pattern.append(b"(.)")
-            body.append(f"    fields[{name!r}] = g[{index}][0]")
-        elif step == _CSTR and limit >= 1:
-            pattern.append(b"([^\x00]{0,%d})\x00" % (limit - 1))
-            body.append(f"    fields[{name!r}] = g[{index}].decode('latin-1')")
-        else:
-            return None
-    body.append("    pos = m.end()")
-    if octets is not None:
-        body += [f"    nxt = pos + g[{len(plan) - 1}][0]",
-                 "    if nxt == pos or nxt > end:",
-                 "        return -1",
-                 f"    fields[{octets[0]!r}] = frame[pos:nxt]",
-                 "    return nxt"]
-    else:
-        body.append("    return pos")
-    scope: dict[str, Any] = {"_match": re.compile(b"".join(pattern), re.DOTALL).match}
-    exec("\n".join(body), scope)   # noqa: S102 (code built above from smpplib's field table)
-    return scope[f"read_{command}"]
+                   {field.name: i for i, field in enumerate(tlvs)}, read_plan, tlv_plan, write_plan)
 
 
 _LAYOUTS: dict[str, _Layout] = {}
@@ -311,18 +258,11 @@ def decode(frame: bytes, max_length: int) -> Decoded | None:
     if layout is None or length != end or length > max_length:
         return None
     fields = dict(layout.defaults)
+    pos = 16
     # smpplib stops reading mandatory fields where its (checked) body ends, so an empty
     # octet string last among them exists only if a TLV it parses follows.
     empty_ostr = None
-    read_fast = layout.read_fast
-    pos = -1 if read_fast is None else read_fast(frame, fields, end)
-    if pos < 0:
-        fields = dict(layout.defaults)
-        pos = 16
-        read_plan = layout.read_plan
-    else:
-        read_plan = ()
-    for name, step, size, limit, len_field in read_plan:
+    for name, step, size, limit, len_field in layout.read_plan:
         if empty_ostr is not None:
             return None
         if pos == end:
