@@ -30,7 +30,6 @@ from bridge.store.records import (
     MoPart,
     MoRecord,
     PruneCounts,
-    PushKind,
     PushRecord,
     PushState,
     RawReceipt,
@@ -54,10 +53,19 @@ _SEGMENT_COLUMNS = (
     "id, message_id, carrier, seq, total, source_addr, destination_addr, "
     "short_message, data_coding, esm_class, ref, sar, possible_duplicate"
 )
-_MESSAGE_COLUMNS = (
+_MESSAGE_FIELDS = (
     "id, app_id, channel, recipient, carrier, klass, state, status, org_code, total, "
-    "status_callback, extend, created_at, final_at, reported"
+    "status_callback, extend, created_at, final_at, "
 )
+# A message is reported once its status report is acknowledged: read from the outbox row
+# (on the outbox_once index, whose WHERE the repeated kind test matches) rather than kept
+# in messages.reported, which cost an UPDATE per message. The column stays, unwritten.
+_MESSAGE_COLUMNS = _MESSAGE_FIELDS + (
+    "EXISTS (SELECT 1 FROM outbox WHERE kind IN ('report', 'uplink') AND kind = 'report'"
+    " AND ref_id = messages.id AND state = 'acked')"
+)
+# Made final just now: its report, queued in the same transaction, cannot be acknowledged yet.
+_FINALISED_COLUMNS = _MESSAGE_FIELDS + "0"
 _IN_LIMIT = 500          # parameters per IN (...) list
 RECIPIENT_LOCKS = 0x52435054     # advisory lock namespace of per-recipient admission: "RCPT"
 T = TypeVar("T")
@@ -192,7 +200,7 @@ def _finalise(tx: Tx, message_id: str, choice: FinalChoice, now: float, report: 
               claimer: str | None) -> FinalisedMessage | None:
     """Make a message final with ``choice`` and queue its report; None if it already was final."""
     rows = tx.rows("UPDATE messages SET state = 'final', status = ?, org_code = ?, final_seq = ?,"
-                   f" final_at = ? WHERE id = ? AND state != 'final' RETURNING {_MESSAGE_COLUMNS}",
+                   f" final_at = ? WHERE id = ? AND state != 'final' RETURNING {_FINALISED_COLUMNS}",
                    (choice.status, choice.org_code, choice.seq, now, message_id))
     if not rows:
         return None
@@ -658,16 +666,13 @@ class SqlOutbox:
             "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'")[0][0])
 
     def mark_pushed(self, items: Sequence[OutboxItem], now: float) -> Deferred[None]:
-        """Acknowledged pushes, in one batch (a pump's worth): acked, and their messages reported."""
+        """Acknowledged pushes, in one batch (a pump's worth); a report's message reads as reported."""
         acked = [(now, item.id) for item in items]
-        reported = [(item.ref_id,) for item in items if item.kind == PushKind.REPORT]
 
         def op(tx: Tx) -> None:
             if acked:
                 tx.many("UPDATE outbox SET state = 'acked', acked_at = ?, attempts = attempts + 1 WHERE id = ?",
                         acked)
-            if reported:
-                tx.many("UPDATE messages SET reported = 1 WHERE id = ?", reported)
         return self._ex.write(op)
 
     def mark_failed(self, item: OutboxItem, next_at: float, error: str) -> Deferred[None]:

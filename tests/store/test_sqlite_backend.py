@@ -256,7 +256,7 @@ class TestPeriodicQueries:
             s.outbox.due(now, 100), s.outbox.open_counts(), s.outbox.pending_count(),
             s.messages.segment_state_counts(), s.messages.state_counts(),
             s.messages.overdue_segments(now), s.messages.release_held(now),
-            s.messages.find_segment("cmcc", "77"),
+            s.messages.find_segment("cmcc", "77"), s.messages.get("m1"),   # (reported: from the outbox)
             s.messages.prune(now, 100), s.receipts.prune(now, 100), s.outbox.prune(now, 100), s.mo.prune(now, 100),
         ])
         assert len(plans) >= 15
