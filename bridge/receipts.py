@@ -232,7 +232,7 @@ def receipt_to_json(receipt: Receipt) -> str:
         joined = "".join(texts)
     except TypeError:   # a field that is not text
         return _receipt_to_json_general(receipt)
-    if max(map(len, texts)) * _JSON_CHARS_MAX <= RAW_FIELD_MAX and joined.isascii():
+    if max(map(len, texts)) * _JSON_CHARS_MAX <= RAW_FIELD_MAX and _orjson_writes_it(joined):
         # Nearly every receipt: short ASCII text fields, nothing to cut, and orjson writes
         # the bytes json.dumps would (the loop below: ~45 calls a receipt, this: ~6).
         return jsonfast.dumps_flat({
@@ -240,6 +240,11 @@ def receipt_to_json(receipt: Receipt) -> str:
             "message_state": receipt.message_state, "submit_date": receipt.submit_date,
             "done_date": receipt.done_date, "text": receipt.text, "source": receipt.source, "raw": receipt.raw})
     return _receipt_to_json_general(receipt)
+
+
+def _orjson_writes_it(text: str) -> bool:
+    """ASCII that orjson writes as json.dumps does: json escapes DEL (0x7F), orjson does not."""
+    return text.isascii() and "\x7f" not in text
 
 
 def _receipt_to_json_general(receipt: Receipt) -> str:
@@ -257,7 +262,7 @@ def _receipt_to_json_general(receipt: Receipt) -> str:
         fields[key] = value
     if truncated:
         fields["truncated"] = truncated
-    elif all(type(v) is not str or v.isascii() for v in fields.values()):
+    elif all(type(v) is not str or _orjson_writes_it(v) for v in fields.values()):
         # Plain ASCII, long fields kept whole: orjson writes the bytes json.dumps would.
         return jsonfast.dumps_flat(fields)   # type: ignore[arg-type]
     return json.dumps(fields, separators=(",", ":"))
