@@ -102,6 +102,15 @@ def _fired(d: Deferred[object]) -> list[object]:
     return box
 
 
+def _commit_in_progress(tmp_path: Path) -> tuple[ThreadedClock, Any, Any]:
+    """A store with its COMMIT on a worker thread, one write made and its COMMIT running on the pool."""
+    clock = ThreadedClock()
+    store, executor = open_sqlite(tmp_path / "s.db", clock=clock, commit_interval_s=0.005, commit_thread=True)
+    result_of(store.blacklist.add("1069", "+8613800000001", 1.0, None))
+    clock.advance(0.005)
+    return clock, store, executor
+
+
 class TestCommitThread:
     """The daemon's COMMIT runs on a worker thread; store calls made meanwhile wait, in order."""
 
@@ -133,10 +142,7 @@ class TestCommitThread:
         result_of(store.close())
 
     def test_a_flush_queued_during_a_commit_holds_back_the_calls_after_it(self, tmp_path: Path) -> None:
-        clock = ThreadedClock()
-        store, executor = open_sqlite(tmp_path / "s.db", clock=clock, commit_interval_s=0.005, commit_thread=True)
-        result_of(store.blacklist.add("1069", "+8613800000001", 1.0, None))
-        clock.advance(0.005)                              # COMMIT 1 on the pool
+        clock, store, executor = _commit_in_progress(tmp_path)
         order: list[str] = []
         store.blacklist.add("1069", "+8613800000002", 2.0, None).addCallback(lambda _: order.append("a"))
         flushed = _fired(executor.flush())
@@ -208,10 +214,7 @@ class TestBeforeCommit:
 
     def test_asked_during_a_threaded_commit_it_joins_the_next_one(self, tmp_path: Path) -> None:
         """In call order: after a write queued behind the COMMIT, it waits for the commit after."""
-        clock = ThreadedClock()
-        store, executor = open_sqlite(tmp_path / "s.db", clock=clock, commit_interval_s=0.005, commit_thread=True)
-        result_of(store.blacklist.add("1069", "+8613800000001", 1.0, None))
-        clock.advance(0.005)                                        # COMMIT 1 on the pool
+        clock, store, executor = _commit_in_progress(tmp_path)
         order: list[str] = []
         store.blacklist.add("1069", "+8613800000002", 2.0, None).addCallback(lambda _: order.append("write"))
         assert store.before_commit(lambda: order.append("hook")) is True
