@@ -147,7 +147,7 @@ class SqliteExecutor:
         return self._call(self._read_now, op)
 
     def write(self, op: Callable[[Tx], T]) -> Deferred[T]:
-        if self._committing:   # (_call, inline: several writes a message)
+        if self._committing:   # (what _call does, inlined: a message makes several writes)
             return self._later(self._write_now, op)
         try:
             return succeed(self._write_now(op))
