@@ -20,7 +20,7 @@ from bridge.matching import ReceiptMatcher
 from bridge.models import SegmentRecord
 from bridge.smpp.types import BindStatus, OutboundSegment, StopReport, SubmitOutcome
 from bridge.store import Store
-from bridge.store.records import SubmitAccepted
+from bridge.store.records import CarrierRoom, SubmitAccepted
 from carriers.profiles import CarrierProfile, canonical_message_id
 
 __all__ = ["Dispatcher", "LinkLike", "smpp_failure_status"]
@@ -143,6 +143,7 @@ class Dispatcher:
         self._feed_pending = False
         if self._stopping:
             return
+        rooms: list[CarrierRoom] = []
         for carrier, link in self.links.items():
             if kicked is not None and carrier not in kicked:
                 continue
@@ -151,28 +152,39 @@ class Dispatcher:
                 continue
             # Counted as taken until the store answers, so a second feed cannot overfill.
             self._marking[carrier] = self._marking.get(carrier, 0) + room
-            self._store.messages.take_queued(carrier, room).addCallbacks(
-                self._taken, self._take_failed, callbackArgs=(carrier, link, room), errbackArgs=(carrier, room))
+            rooms.append(CarrierRoom(carrier, room))
+        if rooms:   # one store call for every link fed
+            self._store.messages.take_queued_for(rooms).addCallbacks(
+                self._taken, self._take_failed, callbackArgs=(rooms,), errbackArgs=(rooms,))
 
-    def _taken(self, records: list[SegmentRecord], carrier: str, link: LinkLike, room: int) -> None:
-        self._marking[carrier] -= room - len(records)
-        if records:
+    def _taken(self, records: list[SegmentRecord], rooms: list[CarrierRoom]) -> None:
+        by_carrier: dict[str, list[SegmentRecord]] = {}
+        for record in records:
+            by_carrier.setdefault(record.carrier, []).append(record)
+        for room in rooms:
+            self._marking[room.carrier] -= room.limit - len(by_carrier.get(room.carrier, ()))
+        if by_carrier:
             # "dispatched" must be durable before the submit goes out: after a crash
             # it is what marks the resend as a possible duplicate.
             self._store.durable().addCallbacks(self._hand_over, self._hand_over_failed,
-                                               callbackArgs=(carrier, link, records),
-                                               errbackArgs=(carrier, records))
+                                               callbackArgs=(by_carrier,), errbackArgs=(by_carrier,))
 
-    def _take_failed(self, failure: Any, carrier: str, room: int) -> None:
-        self._marking[carrier] -= room
-        log.error("dispatch.take_failed", carrier=carrier, error=str(failure.value))
+    def _take_failed(self, failure: Any, rooms: list[CarrierRoom]) -> None:
+        for room in rooms:
+            self._marking[room.carrier] -= room.limit
+        log.error("dispatch.take_failed", carriers=[room.carrier for room in rooms], error=str(failure.value))
 
-    def _hand_over_failed(self, failure: Any, carrier: str, records: list[SegmentRecord]) -> None:
+    def _hand_over_failed(self, failure: Any, by_carrier: dict[str, list[SegmentRecord]]) -> None:
         # The dispatched mark did not commit: the rows are still queued in the store.
-        self._marking[carrier] -= len(records)
-        log.error("dispatch.feed_failed", carrier=carrier, error=str(failure.value))
+        for carrier, records in by_carrier.items():
+            self._marking[carrier] -= len(records)
+        log.error("dispatch.feed_failed", carriers=sorted(by_carrier), error=str(failure.value))
 
-    def _hand_over(self, _: object, carrier: str, link: LinkLike, records: list[SegmentRecord]) -> None:
+    def _hand_over(self, _: object, by_carrier: dict[str, list[SegmentRecord]]) -> None:
+        for carrier, records in by_carrier.items():
+            self._hand_over_to(carrier, self.links[carrier], records)
+
+    def _hand_over_to(self, carrier: str, link: LinkLike, records: list[SegmentRecord]) -> None:
         self._marking[carrier] -= len(records)
         if self._stopping:
             self._store.messages.requeue([r.id for r in records], possible_duplicate=False)

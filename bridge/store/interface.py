@@ -19,6 +19,7 @@ from bridge.store.records import (
     AdmissionFacts,
     AdmissionQuery,
     BlacklistEntry,
+    CarrierRoom,
     ClusterView,
     DeadPush,
     EarlyReceipt,
@@ -61,6 +62,8 @@ class MessageStore(Protocol):
     def admit(self, query: AdmissionQuery,
               decide: Callable[[AdmissionFacts], tuple[Sequence[NewMessage], T]]) -> Deferred[T]: ...
     def take_queued(self, carrier: str, limit: int) -> Deferred[list[SegmentRecord]]: ...
+    def take_queued_for(self, rooms: Sequence[CarrierRoom]) -> Deferred[list[SegmentRecord]]:
+        """:meth:`take_queued` for several carriers in one call (each its own oldest first)."""
     def requeue(self, segment_ids: Iterable[int], possible_duplicate: bool) -> Deferred[None]: ...
     def requeue_all_dispatched(self) -> Deferred[int]: ...
     def record_submitted(self, accepted: Sequence[SubmitAccepted]) -> Deferred[list[EarlyReceipt]]: ...

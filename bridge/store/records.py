@@ -12,6 +12,7 @@ __all__ = [
     "AdmissionFacts",
     "AdmissionQuery",
     "BlacklistEntry",
+    "CarrierRoom",
     "ClusterView",
     "DeadPush",
     "EarlyReceipt",
@@ -151,6 +152,15 @@ class SegmentDetail:
     submitted_at: float | None
     done_at: float | None
     possible_duplicate: bool
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class CarrierRoom:
+    """How many queued segments a carrier's link can take now."""
+
+    carrier: str
+    limit: int
 
 
 @fast_init

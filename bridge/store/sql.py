@@ -20,6 +20,7 @@ from bridge.store.records import (
     AdmissionFacts,
     AdmissionQuery,
     BlacklistEntry,
+    CarrierRoom,
     DeadPush,
     EarlyReceipt,
     ExportRow,
@@ -161,6 +162,23 @@ def _parts_ahead_of_predecessor(tx: Tx, taken: Sequence[SegmentRecord], node: st
     return early
 
 
+def _take(tx: Tx, carrier: str, limit: int, node: str | None) -> list[SegmentRecord]:
+    """Up to ``limit`` oldest queued segments of ``carrier``, marked dispatched by ``node``."""
+    if limit <= 0:
+        return []
+    rows = tx.rows(
+        "UPDATE segments SET state = 'dispatched', dispatched_by = ?, attempts = attempts + 1 WHERE id IN"
+        " (SELECT id FROM segments WHERE carrier = ? AND state = 'queued' ORDER BY id LIMIT ?"
+        f"{tx.skip_locked}) RETURNING {_SEGMENT_COLUMNS}", (node, carrier, limit))
+    taken = sorted((_segment(r) for r in rows), key=lambda s: s.id)
+    early = _parts_ahead_of_predecessor(tx, taken, node)
+    if early:
+        tx.many("UPDATE segments SET state = 'queued', dispatched_by = NULL, attempts = attempts - 1"
+                " WHERE id = ?", [(i,) for i in early])
+        taken = [s for s in taken if s.id not in early]
+    return taken
+
+
 def _segment_statuses(tx: Tx, message_id: str) -> list[SegmentStatus]:
     return [SegmentStatus(*r) for r in tx.rows(
         "SELECT seq, state, status, org_code FROM segments WHERE message_id = ? ORDER BY seq", (message_id,))]
@@ -268,22 +286,13 @@ class SqlMessages:
         in this take nor already sent or dispatched here goes back, to wait for it.
         """
         node = self._node
+        return self._ex.write(lambda tx: _take(tx, carrier, limit, node))
 
-        def op(tx: Tx) -> list[SegmentRecord]:
-            if limit <= 0:
-                return []
-            rows = tx.rows(
-                "UPDATE segments SET state = 'dispatched', dispatched_by = ?, attempts = attempts + 1 WHERE id IN"
-                " (SELECT id FROM segments WHERE carrier = ? AND state = 'queued' ORDER BY id LIMIT ?"
-                f"{tx.skip_locked}) RETURNING {_SEGMENT_COLUMNS}", (node, carrier, limit))
-            taken = sorted((_segment(r) for r in rows), key=lambda s: s.id)
-            early = _parts_ahead_of_predecessor(tx, taken, node)
-            if early:
-                tx.many("UPDATE segments SET state = 'queued', dispatched_by = NULL, attempts = attempts - 1"
-                        " WHERE id = ?", [(i,) for i in early])
-                taken = [s for s in taken if s.id not in early]
-            return taken
-        return self._ex.write(op)
+    def take_queued_for(self, rooms: Sequence[CarrierRoom]) -> Deferred[list[SegmentRecord]]:
+        """The dispatcher's feed: every carrier with room in one store call (one op, one
+        Deferred, one durable wait for them all, instead of one each)."""
+        node = self._node
+        return self._ex.write(lambda tx: [s for room in rooms for s in _take(tx, room.carrier, room.limit, node)])
 
     def requeue(self, segment_ids: Iterable[int], possible_duplicate: bool) -> Deferred[None]:
         rows = [(int(possible_duplicate), sid) for sid in segment_ids]

@@ -18,6 +18,7 @@ from bridge.store import Store, StoreError, open_store, result_of
 from bridge.store.records import (
     AdmissionFacts,
     AdmissionQuery,
+    CarrierRoom,
     MoPart,
     PushKind,
     PushState,
@@ -80,6 +81,18 @@ class TestMessages:
         assert r(store.messages.take_queued("cmcc", 10)) == []
         assert [s.message_id for s in r(store.messages.take_queued("cucc", 10))] == ["b"]
         assert r(store.messages.take_queued("cmcc", 0)) == []
+
+    def test_one_take_for_several_carriers_limits_each_on_its_own(self, store: Store) -> None:
+        """``take_queued_for``: each carrier's oldest segments up to its own limit, in one call."""
+        r(store.messages.insert([_msg("a", segments=3), _msg("b", carrier="cucc"), _msg("c"),
+                                 _msg("d", carrier="cucc"), _msg("e", carrier="ctcc")]))
+        taken = r(store.messages.take_queued_for([CarrierRoom("cmcc", 2), CarrierRoom("cucc", 5),
+                                                  CarrierRoom("ctcc", 0)]))
+        assert sorted((s.carrier, s.message_id, s.seq) for s in taken) == [
+            ("cmcc", "a", 1), ("cmcc", "a", 2), ("cucc", "b", 1), ("cucc", "d", 1)]
+        assert [(s.message_id, s.seq) for s in r(store.messages.take_queued("cmcc", 10))] == [("a", 3), ("c", 1)]
+        assert [s.message_id for s in r(store.messages.take_queued("ctcc", 10))] == ["e"]
+        assert r(store.messages.take_queued_for([CarrierRoom("cmcc", 5), CarrierRoom("cucc", 5)])) == []
 
     def test_requeue_and_restart_flag_possible_duplicates(self, store: Store) -> None:
         """Requeued segments go out again; after a crash every dispatched one is flagged."""

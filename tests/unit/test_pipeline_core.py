@@ -440,6 +440,24 @@ class TestDispatchDurability:
         assert len(link.queued) == 3
         result_of(store.close())
 
+    def test_every_link_fed_at_a_commit_is_handed_its_own_segments(self, tmp_path: Path, clock: Clock) -> None:
+        """One feed for two carriers (one store call): each link gets its carrier's segments, up
+        to its room; what did not fit stays queued for the next feed."""
+        import dataclasses
+
+        store, _, disp = _sqlite_dispatcher(tmp_path, clock)
+        cmcc, cucc = FakeLink(), FakeLink()
+        cucc._room = 1
+        disp.add_link("cmcc", cmcc)
+        disp.add_link("cucc", cucc)
+        _insert(store, [_message("m"), *(dataclasses.replace(_message(f"u{i}", recipient="+8613012345678"),
+                                                            carrier="cucc") for i in range(2))])
+        disp.kick({"cmcc", "cucc"})
+        clock.advance(0.01)
+        assert [s.carrier for s in cmcc.queued] == ["cmcc"] and [s.carrier for s in cucc.queued] == ["cucc"]
+        assert sorted(s.state for s in result_of(store.messages.segment_details("u1"))) == ["queued"]
+        result_of(store.close())
+
     def test_a_kick_naming_carriers_feeds_only_their_links(self, tmp_path: Path, clock: Clock) -> None:
         """Intake names the carriers it queued for: the other links are not asked about (one store
         statement per link fed), until a kick for every link, e.g. the periodic one."""
