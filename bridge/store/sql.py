@@ -248,11 +248,38 @@ def _time_range(column: str, since: float | None, until: float | None) -> tuple[
     return where, params
 
 
+EARLY_RECEIPT_WINDOW_S = 60.0
+
+
+class _UnmatchedReceipts:
+    """When this process last stored a receipt it could not match (an early one, usually).
+
+    A submit result looks for receipts that came before it only when one was stored within
+    :data:`EARLY_RECEIPT_WINDOW_S` of it: otherwise that read found nothing on nearly every
+    batch (0.3 statements a message). Only where this process is the database's one writer
+    (SQLite); an older unmatched receipt, or one stored before this process started, is
+    still matched, by the sweep every second.
+    """
+
+    __slots__ = ("last_at",)
+
+    def __init__(self) -> None:
+        self.last_at = float("-inf")
+
+    def stored(self, at: float) -> None:
+        self.last_at = max(self.last_at, at)
+
+    def none_since(self, at: float) -> bool:
+        return self.last_at < at - EARLY_RECEIPT_WINDOW_S
+
+
 class SqlMessages:
-    def __init__(self, ex: Executor, node: str = "") -> None:
+    def __init__(self, ex: Executor, node: str = "", unmatched: _UnmatchedReceipts | None = None) -> None:
         self._ex = ex
         self._node = node or None
         self._claimer = node if node and ex.shared else None   # pushes this member queues are its own
+        # Other members store receipts too: a shared database is always read.
+        self._unmatched = None if ex.shared else unmatched
 
     def insert(self, messages: Sequence[NewMessage]) -> Deferred[None]:
         return self._ex.write(lambda tx: _insert_messages(tx, messages))
@@ -316,12 +343,17 @@ class SqlMessages:
         for a in accepted:
             by_carrier.setdefault(a.carrier, {})[a.canonical_id] = a.segment_id
 
+        unmatched = self._unmatched
+        earliest = min((a.at for a in accepted), default=0.0)
+
         def op(tx: Tx) -> list[EarlyReceipt]:
             tx.many("UPDATE segments SET state = 'submitted', carrier_msg_id = ?, raw_msg_id = ?,"
                     " submit_status = 0, submitted_at = ?,"
                     " possible_duplicate = CASE WHEN ? = 1 THEN 1 ELSE possible_duplicate END"
                     " WHERE id = ? AND state IN ('dispatched', 'queued')", rows)
             early: list[EarlyReceipt] = []
+            if unmatched is not None and unmatched.none_since(earliest):
+                return early
             for carrier, ids in by_carrier.items():
                 keys = list(ids)
                 for chunk in _chunks(keys):
@@ -401,6 +433,8 @@ class SqlMessages:
             tx.run("INSERT INTO receipts_raw (carrier, received_at, canonical_id, receipt, segment_id, outcome)"
                    " VALUES (?,?,?,?,?,?)",
                    (a.carrier, a.received_at, a.canonical_id, a.receipt_json, segment_id, str(outcome)))
+            if segment_id is None and self._unmatched is not None:
+                self._unmatched.stored(a.received_at)
             return ReceiptApplied(outcome, segment_id, finalised)
         return self._ex.write(op)
 
@@ -537,15 +571,20 @@ class SqlMessages:
 
 
 class SqlReceipts:
-    def __init__(self, ex: Executor) -> None:
+    def __init__(self, ex: Executor, unmatched: _UnmatchedReceipts | None = None) -> None:
         self._ex = ex
+        self._unmatched = unmatched
 
     def insert_raw(self, carrier: str, canonical_id: str, receipt_json: str, now: float,
                    segment_id: int | None, outcome: str) -> Deferred[int]:
-        return self._ex.write(lambda tx: int(tx.rows(
-            "INSERT INTO receipts_raw (carrier, received_at, canonical_id, receipt, segment_id, outcome)"
-            " VALUES (?,?,?,?,?,?) RETURNING id",
-            (carrier, now, canonical_id, receipt_json, segment_id, outcome))[0][0]))
+        def op(tx: Tx) -> int:
+            if segment_id is None and self._unmatched is not None:
+                self._unmatched.stored(now)
+            return int(tx.rows(
+                "INSERT INTO receipts_raw (carrier, received_at, canonical_id, receipt, segment_id, outcome)"
+                " VALUES (?,?,?,?,?,?) RETURNING id",
+                (carrier, now, canonical_id, receipt_json, segment_id, outcome))[0][0])
+        return self._ex.write(op)
 
     def unmatched_for(self, carrier: str, canonical_id: str) -> Deferred[list[UnmatchedReceipt]]:
         return self._ex.read(lambda tx: [UnmatchedReceipt(*r) for r in tx.rows(
@@ -853,8 +892,9 @@ class SqlStore:
         self._ex = executor
         self._cluster_ex = cluster_executor
         self.node = node
-        self.messages = SqlMessages(executor, node)
-        self.receipts = SqlReceipts(executor)
+        unmatched = _UnmatchedReceipts()
+        self.messages = SqlMessages(executor, node, unmatched)
+        self.receipts = SqlReceipts(executor, unmatched)
         self.outbox = SqlOutbox(executor, node, failover_s)
         self.mo = SqlMo(executor)
         self.blacklist = SqlBlacklist(executor)

@@ -13,7 +13,17 @@ from twisted.python.failure import Failure
 
 from bridge.models import NewMessage, NewSegment
 from bridge.store import result_of
+from bridge.store.records import SubmitAccepted
 from bridge.store.sqlite import WAL_SIZE_LIMIT, lock_sqlite_store, open_sqlite
+
+T0 = 1_800_000_000.0
+
+
+def _message(mid: str) -> NewMessage:
+    return NewMessage(id=mid, app_id="a", channel="1069", recipient="+8613800000000", carrier="cmcc",
+                      klass="otp", text="t", content_hash="h", status_callback="", extend="", created_at=T0,
+                      state="queued", status=None, org_code=None, release_at=None,
+                      segments=(NewSegment(1, 1, b"t", 0, 0, None, False),), counted=True)
 
 
 class TestLock:
@@ -230,6 +240,33 @@ class TestBeforeCommit:
         assert store.before_commit(lambda: order.append("alone")) is True
         clock.pool.run()
         assert order[-1] == "alone" and not executor.db.conn.in_transaction
+        result_of(store.close())
+
+
+class TestEarlyReceiptRead:
+    """A submit result reads for receipts that came before it only if this process stored an
+    unmatched one within the window; an older one is left to the sweep (``matchable``)."""
+
+    def _submitted(self, store: Any, mid: str, cid: str, at: float) -> list[Any]:
+        result_of(store.messages.insert([_message(mid)]))
+        (seg,) = result_of(store.messages.take_queued("cmcc", 1))
+        return result_of(store.messages.record_submitted([SubmitAccepted(seg.id, "cmcc", cid, cid, at, False)]))
+
+    def test_read_only_after_an_unmatched_receipt_within_the_window(self, tmp_path: Path) -> None:
+        from bridge.store.sql import EARLY_RECEIPT_WINDOW_S
+
+        store, executor = open_sqlite(tmp_path / "s.db", clock=Clock(), commit_interval_s=0)
+        reads: list[str] = []
+        executor.db.conn.set_trace_callback(lambda sql: reads.append(sql) if "FROM receipts_raw" in sql else None)
+        assert self._submitted(store, "a", "1", T0) == [] and reads == []     # none stored: not read
+        rid = result_of(store.receipts.insert_raw("cmcc", "2", "{}", T0, None, "unmatched"))
+        early = self._submitted(store, "b", "2", T0 + 1)                       # came first: handed back
+        assert [e.receipt_id for e in early] == [rid] and len(reads) == 1
+        result_of(store.receipts.mark_matched(rid, early[0].segment_id, "applied"))
+        late = result_of(store.receipts.insert_raw("cmcc", "3", "{}", T0 + 2, None, "unmatched"))
+        reads.clear()
+        assert self._submitted(store, "c", "3", T0 + 3 + EARLY_RECEIPT_WINDOW_S) == [] and reads == []
+        assert [m.receipt_id for m in result_of(store.receipts.matchable(10))] == [late]   # the sweep's
         result_of(store.close())
 
 
