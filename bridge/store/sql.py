@@ -278,8 +278,7 @@ class SqlMessages:
         self._ex = ex
         self._node = node or None
         self._claimer = node if node and ex.shared else None   # pushes this member queues are its own
-        # Other members store receipts too: a shared database is always read.
-        self._unmatched = None if ex.shared else unmatched
+        self._unmatched = unmatched   # None: always read for receipts that came first
 
     def insert(self, messages: Sequence[NewMessage]) -> Deferred[None]:
         return self._ex.write(lambda tx: _insert_messages(tx, messages))
@@ -892,7 +891,8 @@ class SqlStore:
         self._ex = executor
         self._cluster_ex = cluster_executor
         self.node = node
-        unmatched = _UnmatchedReceipts()
+        # Other members store receipts too: a shared database is always read.
+        unmatched = None if executor.shared else _UnmatchedReceipts()
         self.messages = SqlMessages(executor, node, unmatched)
         self.receipts = SqlReceipts(executor, unmatched)
         self.outbox = SqlOutbox(executor, node, failover_s)
