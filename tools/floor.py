@@ -24,12 +24,10 @@ an open-loop load at that rate.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -86,45 +84,24 @@ def serve_web() -> int:
 
 
 def floor_web(requests: int, connections: int, rate: float | None) -> dict[str, float]:
+    """The bench's own load generator (``tools.bench.Offerer``) against the fixed answer."""
+    from tools.bench import ApiRequest, Offerer
+
     server = subprocess.Popen([sys.executable, __file__, "serve-web"], stdout=subprocess.PIPE)
     try:
         assert server.stdout is not None
         port = int(server.stdout.readline())
-        left = iter(range(requests))
-        lock = threading.Lock()
-        answered: list[int] = []
-
-        def offer() -> None:
-            conn = http.client.HTTPConnection(HOST, port, timeout=30)
-            headers = {"Authorization": "Bearer floor-token", "Content-Type": "application/json"}
-            while True:
-                with lock:
-                    index = next(left, None)
-                if index is None:
-                    break
-                if rate:
-                    delay = t0 + index / rate - time.monotonic()
-                    if delay > 0:
-                        time.sleep(delay)
-                conn.request("POST", "/v1/sms", REQUEST_BODY, headers)
-                answer = conn.getresponse()
-                if answer.read() == ANSWER_BODY and answer.status == 200:
-                    with lock:
-                        answered.append(index)
-            conn.close()
-
-        threads = [threading.Thread(target=offer, daemon=True) for _ in range(connections)]
+        offerer = Offerer(port, connections, deadline_s=600.0)
+        load = [ApiRequest(REQUEST_BODY, ("+8613800138000",), False)] * requests
         cpu0, t0 = process_cpu(server.pid), time.monotonic()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(300)
+        offerer.start(load, rate)
+        answers = offerer.join(600.0)
         cpu1, t1 = process_cpu(server.pid), time.monotonic()
     finally:
         server.kill()
         server.wait()
-    if len(answered) != requests:
-        raise SystemExit(f"{requests - len(answered)} requests were not answered 200")
+    if answers.requests != requests or answers.errors:
+        raise SystemExit(f"{requests - answers.requests} requests were not answered 200: {answers.error_samples}")
     return {"requests": requests, "us_cpu_per_request": (cpu1 - cpu0) / requests * 1e6,
             "requests_per_s": requests / (t1 - t0)}
 
