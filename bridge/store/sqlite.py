@@ -80,21 +80,24 @@ class _SqliteTx:
     skip_locked = ""
 
     def __init__(self, conn: sqlite3.Connection, count: StatementCount) -> None:
-        self._conn = conn
+        # One cursor for every statement: ``Connection.execute`` makes (and frees) a cursor
+        # per call, 0.4 µs of a statement's 1-3 µs. Each statement is run to its end here
+        # (rows fetched, DML stepped), so none is left open to hold the next one up.
+        self._cursor = conn.cursor()
         self._count = count
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         self._count.n += 1
-        return self._conn.execute(sql, params).fetchall()
+        return self._cursor.execute(sql, params).fetchall()
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> int:
         self._count.n += 1
-        return self._conn.execute(sql, params).rowcount
+        return self._cursor.execute(sql, params).rowcount
 
     def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         rows = rows if isinstance(rows, list) else list(rows)
         self._count.n += len(rows)
-        self._conn.executemany(sql, rows)
+        self._cursor.executemany(sql, rows)
 
     def lock_keys(self, namespace: int, keys: Sequence[str]) -> None:
         return None   # one process, one writer: every transaction is already serialised
