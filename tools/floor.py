@@ -5,8 +5,8 @@ that every message pays before the bridge does anything of its own, on the same 
 and with the same pieces the daemon uses (its epoll reactor, its API channel and request
 classes, its push client):
 
-- ``web``: twisted.web answering a keep-alive ``POST`` with a fixed JSON body, driven the
-  way ``tools/bench.py`` drives the API (http.client threads, 30 connections). The
+- ``web``: twisted.web answering a keep-alive ``POST`` with a fixed JSON body, driven by
+  ``tools/bench.py``'s own load generator (http.client threads, 30 connections). The
   server's CPU per request is the intake's floor.
 - ``push``: the bridge's push client posting a report-sized body to the benchmark's
   callback receiver, 30 in flight. This process's CPU per push is the report's floor.
@@ -36,6 +36,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 HOST = "127.0.0.1"
+PUSH_DEADLINE_S = 300.0   # the push run gives up (and says so) after this long
 # What the bench sends and what the API answers, in size and shape.
 REQUEST_BODY = json.dumps({"from": "10690001", "to": ["+8613800138000"], "templateId": "SMS_OTP",
                            "templateParas": {"code": "123456"}}).encode()
@@ -161,10 +162,13 @@ def floor_push(pushes: int, in_flight: int, rate: float | None) -> dict[str, flo
         else:
             for _ in range(in_flight):
                 reactor.callWhenRunning(send)
+        reactor.callLater(PUSH_DEADLINE_S, reactor.stop)
         reactor.run()
     finally:
         receiver.kill()
         receiver.wait()
+    if counts["answered"] < pushes:
+        raise SystemExit(f"only {counts['answered']} of {pushes} pushes answered in {PUSH_DEADLINE_S:.0f} s")
     if counts["failed"]:
         raise SystemExit(f"{counts['failed']} pushes were not answered 200")
     return {"pushes": pushes, **result}
