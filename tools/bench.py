@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -295,6 +296,10 @@ class _ReceiverState:
     def handle(self, method: str, target: str, body: bytes) -> tuple[int, bytes]:
         if method == "POST" and target.startswith("/reports"):
             return self._report(body)
+        if method == "GET" and target.startswith("/dlr?"):   # Kannel's dlr-url (tools/kannel_ref.py)
+            query = parse_qs(target.partition("?")[2])
+            status = {"1": "DELIVRD", "2": "UNDELIV"}.get(query.get("type", [""])[0], "")
+            return self._record(query.get("id", [""])[0], status) if status else (200, b"{}")
         if method == "GET" and target == "/summary":
             statuses = Counter(self.first.values())
             return 200, json.dumps({"pushes": self.pushes, "distinct": len(self.first),
@@ -311,9 +316,12 @@ class _ReceiverState:
         except (ValueError, KeyError, TypeError):
             self.bad += 1
             return 400, b"{}"
+        return self._record(mid, str(report.get("status")))
+
+    def _record(self, mid: str, status: str) -> tuple[int, bytes]:
         now = time.time()
         self.pushes += 1
-        self.first.setdefault(mid, str(report.get("status")))
+        self.first.setdefault(mid, status)
         self.first_ack = self.first_ack or now
         self.last_ack = now
         return 200, b"{}"
