@@ -11,9 +11,11 @@ Kannel's from the same hour:
 
     python tools/kannel_ref.py --messages 20000          # then: python tools/bench.py ...
 
-It prints Kannel's CPU per message (bearerbox + smsbox, all threads), its end-to-end rate
-(the last report received) and the same ratio the bench prints (gateway CPU over the
-simulator's, the receiver's and the load generator's), which moves less with the
+Like the bench it first offers paced requests (``--latency-messages`` at ``--rate``) and
+measures each one's send time to its submit_sm at the simulator, then the bulk phase. It
+prints Kannel's latency p50/p99, CPU per message (bearerbox + smsbox, all threads), its
+end-to-end rate (the last report received) and the same ratio the bench prints (gateway CPU
+over the simulator's, the receiver's and the load generator's), which moves less with the
 machine than either figure alone. Needs Kannel's binaries (Debian: ``apt-get install
 kannel``); nothing is asserted.
 """
@@ -47,6 +49,7 @@ from tools.bench import (  # noqa: E402 (path set up above for scripts)
     NumberPool,
     Offerer,
     System,
+    percentile,
     proc_usage,
     self_cpu,
     wait_reports,
@@ -73,6 +76,21 @@ class KannelResult:
     cpu_s_receiver: float
     cpu_s_load: float
     peak_rss_mb: float               # bearerbox + smsbox
+    latency_messages: int            # paced phase before the bulk one (0: none)
+    latency_p50_ms: float            # sendsms request sent -> submit_sm seen by the simulator
+    latency_p99_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What one run offers: a paced phase (as the bench's latency phase), then a bulk one."""
+
+    messages: int = 20_000
+    concurrency: int = 30
+    window: int = 100
+    latency_messages: int = 2_000
+    rate: float = 500.0
+    latency_concurrency: int = 16
 
 
 def free_port() -> int:
@@ -146,6 +164,7 @@ class KannelOfferer(Offerer):
         query = urllib.parse.urlencode({
             "username": SEND_USER, "password": SEND_PASSWORD, "from": CHANNEL, "to": number,
             "text": text, "dlr-mask": str(DLR_DELIVERED | DLR_FAILED), "dlr-url": dlr})
+        sent = time.time()
         try:
             conn.request("GET", f"/cgi-bin/sendsms?{query}")
             resp = conn.getresponse()
@@ -162,6 +181,8 @@ class KannelOfferer(Offerer):
             self.result.accepted_ids.append(number)
             self.accepted_count += 1
             self.result.last_answer = time.time()
+            if record_times:
+                self.result.sent_at[number] = sent
 
 
 def _start(argv: list[str], workdir: Path, name: str) -> subprocess.Popen[bytes]:
@@ -196,27 +217,47 @@ def _sendsms_listening(port: int) -> bool:
     return True
 
 
-def run(messages: int, concurrency: int, window: int, workdir: Path) -> KannelResult:
+def _latency(system: System, port: int, pool: NumberPool, plan: Plan) -> list[float]:
+    """Paced requests; each one's sendsms send time to its submit_sm at the simulator, in ms."""
+    assert system.receiver is not None
+    index0 = system.submits_total()
+    load = [ApiRequest(b"", (pool.take(CARRIER),), False) for _ in range(plan.latency_messages)]
+    offer = KannelOfferer(port, plan.latency_concurrency, deadline_s=600.0,
+                          receiver_port=system.receiver.ready["port"])
+    offer.start(load, rate=plan.rate)
+    answered = offer.join(plan.latency_messages / plan.rate + 600.0)
+    if answered.errors:
+        raise SystemExit(f"kannel_ref: {answered.errors} sendsms errors: {answered.error_samples}")
+    wait_reports(system, plan.latency_messages, timeout=300.0)
+    seen: dict[str, float] = {}
+    for rec in system.submits(index0, 3 * plan.latency_messages):
+        seen.setdefault(rec["destination_addr"].lstrip("+"), rec["time"])
+    return sorted(1000 * (seen[num.lstrip("+")] - t) for num, t in answered.sent_at.items()
+                  if num.lstrip("+") in seen)
+
+
+def run(plan: Plan, workdir: Path) -> KannelResult:
     bearerbox, smsbox = shutil.which("bearerbox") or "/usr/sbin/bearerbox", shutil.which("smsbox") or "/usr/sbin/smsbox"
     if not Path(bearerbox).exists():
         raise SystemExit("kannel_ref: Kannel is not installed (Debian: apt-get install kannel)")
-    system = System(workdir, argparse.Namespace(), log_size=1000)
+    system = System(workdir, argparse.Namespace(), log_size=max(1000, 3 * plan.latency_messages))
     boxes: list[subprocess.Popen[bytes]] = []
     try:
         system.start_sim()
         system.start_receiver()
         assert system.sim is not None and system.receiver is not None
         ports = {"admin": free_port(), "smsbox": free_port(), "sendsms": free_port()}
-        conf = write_kannel_config(workdir, system.sim.ready["ports"][CARRIER], ports, window)
+        conf = write_kannel_config(workdir, system.sim.ready["ports"][CARRIER], ports, plan.window)
         boxes.append(_start([bearerbox, "-v", "4", str(conf)], workdir, "bearerbox"))
         _wait(lambda: _smsc_online(ports["admin"]), 30, "the SMPP bind")
         boxes.append(_start([smsbox, "-v", "4", str(conf)], workdir, "smsbox"))
         _wait(lambda: _sendsms_listening(ports["sendsms"]), 30, "smsbox's sendsms port")
 
         pool = NumberPool()
-        numbers = [pool.take(CARRIER) for _ in range(messages)]
-        load = [ApiRequest(b"", (n,), False) for n in numbers]
-        offer = KannelOfferer(ports["sendsms"], concurrency, deadline_s=600.0,
+        lat = _latency(system, ports["sendsms"], pool, plan) if plan.latency_messages else []
+        base = system.receiver_summary()["distinct"]
+        load = [ApiRequest(b"", (pool.take(CARRIER),), False) for _ in range(plan.messages)]
+        offer = KannelOfferer(ports["sendsms"], plan.concurrency, deadline_s=600.0,
                               receiver_port=system.receiver.ready["port"])
         pids = {"gateway": [b.pid for b in boxes], "sim": [system.sim.pid], "receiver": [system.receiver.pid]}
 
@@ -226,20 +267,22 @@ def run(messages: int, concurrency: int, window: int, workdir: Path) -> KannelRe
         before, t0 = cpu(), time.time()
         offer.start(load)
         answered = offer.join(600.0)
-        summary = wait_reports(system, messages, timeout=300.0)
+        summary = wait_reports(system, base + plan.messages, timeout=300.0)
         after = cpu()
         if answered.errors:
             raise SystemExit(f"kannel_ref: {answered.errors} sendsms errors: {answered.error_samples}")
         spent = {k: after[k] - before[k] for k in after}
         rss = sum(proc_usage(p).hwm_mb for p in pids["gateway"])
+        reports = summary["distinct"] - base
         elapsed = (summary["last_ack"] or time.time()) - t0
         return KannelResult(
-            messages=messages, accepted=answered.requests, reports=summary["distinct"],
-            end_to_end_msg_s=summary["distinct"] / elapsed if elapsed > 0 else 0.0,
-            cpu_ms_per_msg=spent["gateway"] / messages * 1000,
+            messages=plan.messages, accepted=answered.requests, reports=reports,
+            end_to_end_msg_s=reports / elapsed if elapsed > 0 else 0.0,
+            cpu_ms_per_msg=spent["gateway"] / plan.messages * 1000,
             ratio=spent["gateway"] / (spent["sim"] + spent["receiver"] + spent["load"]),
             cpu_s_gateway=spent["gateway"], cpu_s_sim=spent["sim"], cpu_s_receiver=spent["receiver"],
-            cpu_s_load=spent["load"], peak_rss_mb=rss)
+            cpu_s_load=spent["load"], peak_rss_mb=rss, latency_messages=len(lat),
+            latency_p50_ms=percentile(lat, 0.50), latency_p99_ms=percentile(lat, 0.99))
     finally:
         for box in reversed(boxes):
             box.terminate()
@@ -256,12 +299,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=30, help="keep-alive connections (default: 30)")
     parser.add_argument("--window", type=int, default=100, help="Kannel's max-pending-submits (default: 100)")
+    parser.add_argument("--latency-messages", type=int, default=2_000,
+                        help="paced requests before the bulk phase, as the bench's latency phase (default: 2000)")
+    parser.add_argument("--rate", type=float, default=500.0, help="requests/s of the paced phase (default: 500)")
     parser.add_argument("--json-out", type=Path)
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, configs)")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="kannel-ref-"))
     try:
-        result = run(args.messages, args.concurrency, args.window, workdir)
+        result = run(Plan(args.messages, args.concurrency, args.window, args.latency_messages, args.rate), workdir)
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -269,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{result.end_to_end_msg_s:,.0f} msg/s end to end, {result.cpu_ms_per_msg:.3f} ms CPU per message "
           f"(bearerbox + smsbox), ratio {result.ratio:.3f} (gateway CPU / sim + receiver + load gen), "
           f"peak RSS {result.peak_rss_mb:.1f} MB")
+    if result.latency_messages:
+        print(f"Kannel: sendsms -> submit_sm at {args.rate:g}/s, {result.latency_messages:,} requests: "
+              f"p50 {result.latency_p50_ms:.1f} ms, p99 {result.latency_p99_ms:.1f} ms")
     if args.json_out:
         args.json_out.write_text(json.dumps(asdict(result), indent=2))
     return 0 if result.reports == result.messages else 1

@@ -29,8 +29,11 @@ def test_receiver_counts_kannel_reports_by_id_and_final_type_only() -> None:
 @needs_kannel
 def test_kannel_delivers_every_message_and_reports_its_cpu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "kannel.json"
-    assert main(["--messages", "300", "--concurrency", "4", "--json-out", str(out)]) == 0
+    assert main(["--messages", "300", "--concurrency", "4", "--latency-messages", "100", "--rate", "200",
+                 "--json-out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["accepted"] == 300 and result["reports"] == 300
+    assert result["latency_messages"] == 100   # every paced request matched to its submit_sm
+    assert 0 < result["latency_p50_ms"] <= result["latency_p99_ms"]
     assert result["cpu_ms_per_msg"] > 0 and result["ratio"] > 0 and result["peak_rss_mb"] > 0
     assert "300 of 300 reports" in capsys.readouterr().out
