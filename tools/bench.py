@@ -1134,7 +1134,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="throughput phase: one-segment messages, exactly N recipients per request (1: the "
                         "single-recipient load of issue 13; 0: the mixed batches of 1..100)")
     p.add_argument("--window", type=int, default=10, help="the bridge's window per bind")
-    p.add_argument("--commit-interval-ms", type=int, default=5, help="the bridge's group-commit interval")
+    p.add_argument("--commit-interval-ms", type=int, default=2, help="the bridge's group-commit interval (default: 2, the default config's)")
     p.add_argument("--store-url", default=None, metavar="URL",
                    help="run the bridge on this PostgreSQL database (postgresql://...) instead of SQLite;"
                         " the PostgreSQL server's CPU is reported beside the bridge's")

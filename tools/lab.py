@@ -229,7 +229,7 @@ class LabConfig:
     window: int = 50
     tps: float | None = None
     binds: int = 1
-    commit_interval_ms: int = 5
+    commit_interval_ms: int = 2   # the shipped default
     response_timeout_s: float = 5.0
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 2.0

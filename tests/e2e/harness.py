@@ -94,7 +94,7 @@ class Receiver:
 class BridgeOptions:
     receipt_timeout_s: float = 259200.0
     response_timeout_s: float = 5.0
-    commit_interval_ms: int = 5
+    commit_interval_ms: int = 2   # the shipped default
     exempt: list[str] = field(default_factory=list)
     quiet_hours: tuple[str, str] = ("00:00", "00:00")   # no quiet hours unless a test asks
     sim_extra: str = ""
