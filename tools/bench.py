@@ -762,6 +762,14 @@ def wait_reports(system: System, expected_distinct: int, timeout: float,
         time.sleep(SAMPLE_S if on_sample else 0.1)
 
 
+def submit_latencies_ms(system: System, index0: int, sent_at: dict[str, float], limit: int) -> list[float]:
+    """Each request's send time to its first submit_sm at the simulator (matched by number), sorted."""
+    seen: dict[str, float] = {}
+    for rec in system.submits(index0, limit):
+        seen.setdefault(rec["destination_addr"].lstrip("+"), rec["time"])
+    return sorted(1000 * (seen[num.lstrip("+")] - t) for num, t in sent_at.items() if num.lstrip("+") in seen)
+
+
 def run_latency(system: System, args: argparse.Namespace, pool: NumberPool, rng: random.Random,
                 log: Callable[[str], None]) -> LatencyResult:
     """Paced single-recipient requests; latency = sim's submit time - request send time."""
@@ -776,11 +784,7 @@ def run_latency(system: System, args: argparse.Namespace, pool: NumberPool, rng:
     summary = wait_reports(system, base + len(res.accepted_ids), args.timeout)
     if summary["distinct"] < base + len(res.accepted_ids):
         raise BenchError("latency phase: not every status report arrived in time")
-    seen: dict[str, float] = {}
-    for rec in system.submits(index0, 3 * n):
-        seen.setdefault(rec["destination_addr"], rec["time"])
-    lat = sorted(1000 * (seen[num.lstrip("+")] - t) for num, t in res.sent_at.items()
-                 if num.lstrip("+") in seen)
+    lat = submit_latencies_ms(system, index0, res.sent_at, 3 * n)
     sends = sorted(res.sent_at.values())
     achieved = (len(sends) - 1) / (sends[-1] - sends[0]) if len(sends) > 1 and sends[-1] > sends[0] else 0.0
     return LatencyResult(

@@ -33,7 +33,6 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -52,9 +51,10 @@ from tools.bench import (  # noqa: E402 (path set up above for scripts)
     percentile,
     proc_usage,
     self_cpu,
+    submit_latencies_ms,
     wait_reports,
 )
-from tools.lab import die_with_parent  # noqa: E402
+from tools.lab import LabError, die_with_parent, wait_until  # noqa: E402
 
 CARRIER = "cucc"            # hex ids in submit_sm_resp and receipts: Kannel's msg-id-type 0x03
 SYSTEM_ID, PASSWORD = "cucc", "cucc-pw"
@@ -201,14 +201,6 @@ def _smsc_online(admin_port: int) -> bool:
     return f"{CARRIER}[{CARRIER}]" in text and "(online" in text
 
 
-def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"kannel_ref: {what} not ready after {timeout:.0f} s")
-        time.sleep(0.1)
-
-
 def _sendsms_listening(port: int) -> bool:
     try:
         socket.create_connection((HOST, port), timeout=1).close()
@@ -229,11 +221,7 @@ def _latency(system: System, port: int, pool: NumberPool, plan: Plan) -> list[fl
     if answered.errors:
         raise SystemExit(f"kannel_ref: {answered.errors} sendsms errors: {answered.error_samples}")
     wait_reports(system, plan.latency_messages, timeout=300.0)
-    seen: dict[str, float] = {}
-    for rec in system.submits(index0, 3 * plan.latency_messages):
-        seen.setdefault(rec["destination_addr"].lstrip("+"), rec["time"])
-    return sorted(1000 * (seen[num.lstrip("+")] - t) for num, t in answered.sent_at.items()
-                  if num.lstrip("+") in seen)
+    return submit_latencies_ms(system, index0, answered.sent_at, 3 * plan.latency_messages)
 
 
 def run(plan: Plan, workdir: Path) -> KannelResult:
@@ -249,9 +237,10 @@ def run(plan: Plan, workdir: Path) -> KannelResult:
         ports = {"admin": free_port(), "smsbox": free_port(), "sendsms": free_port()}
         conf = write_kannel_config(workdir, system.sim.ready["ports"][CARRIER], ports, plan.window)
         boxes.append(_start([bearerbox, "-v", "4", str(conf)], workdir, "bearerbox"))
-        _wait(lambda: _smsc_online(ports["admin"]), 30, "the SMPP bind")
+        wait_until(lambda: _smsc_online(ports["admin"]), 30, "Kannel's SMPP bind", interval=0.1, error=LabError)
         boxes.append(_start([smsbox, "-v", "4", str(conf)], workdir, "smsbox"))
-        _wait(lambda: _sendsms_listening(ports["sendsms"]), 30, "smsbox's sendsms port")
+        wait_until(lambda: _sendsms_listening(ports["sendsms"]), 30, "smsbox's sendsms port", interval=0.1,
+                   error=LabError)
 
         pool = NumberPool()
         lat = _latency(system, ports["sendsms"], pool, plan) if plan.latency_messages else []
@@ -308,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="kannel-ref-"))
     try:
         result = run(Plan(args.messages, args.concurrency, args.window, args.latency_messages, args.rate), workdir)
+    except LabError as exc:
+        print(f"kannel_ref: {exc}", file=sys.stderr)
+        return 2
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
